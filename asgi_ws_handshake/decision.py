@@ -1,0 +1,120 @@
+"""What the policy decided: ``Accept`` or ``Reject``, the reason codes and the response table.
+
+Reason codes are stable strings (logs, metrics and dashboards key on them). The table maps
+each to the HTTP status and headers a refused client receives (RFC 6455 4.2.2 / 4.4).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["Accept", "Decision", "Reason", "Reject", "RESPONSES"]
+
+
+class Reason(enum.StrEnum):
+    """Why a handshake was refused."""
+
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    ORIGIN_MISSING = "origin_missing"
+    ORIGIN_NULL = "origin_null"
+    ORIGIN_MALFORMED = "origin_malformed"
+    ORIGIN_MULTIPLE = "origin_multiple"
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    HOST_MALFORMED = "host_malformed"
+    VERSION_MISSING = "version_missing"
+    VERSION_UNSUPPORTED = "version_unsupported"
+    KEY_MISSING = "key_missing"
+    KEY_MALFORMED = "key_malformed"
+    KEY_MULTIPLE = "key_multiple"
+    KEY_REUSED = "key_reused"
+    SUBPROTOCOL_MALFORMED = "subprotocol_malformed"
+    SUBPROTOCOL_REQUIRED = "subprotocol_required"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    STORE_UNAVAILABLE = "store_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    APP_SUBPROTOCOL_NOT_OFFERED = "app_subprotocol_not_offered"
+    #: The downstream app refused the handshake itself (close or its own HTTP response).
+    APP_REJECTED = "app_rejected"
+    #: The downstream app raised, or returned without answering, before accepting.
+    APP_ERROR = "app_error"
+    #: The client went away before the handshake was answered.
+    CLIENT_GONE = "client_gone"
+    #: A bug or misconfiguration on the server side (for example a raising selector).
+    INTERNAL_ERROR = "internal_error"
+
+
+_VERSION_13 = (("sec-websocket-version", "13"),)
+
+#: reason -> (status, extra headers). RFC 6455 4.2.2 / 4.4: a bad version gets 426 (or 400 when
+#: absent) with the versions we speak; malformed requests 400; policy refusals 403.
+RESPONSES: dict[Reason, tuple[int, tuple[tuple[str, str], ...]]] = {
+    Reason.ORIGIN_NOT_ALLOWED: (403, ()),
+    Reason.ORIGIN_MISSING: (403, ()),
+    Reason.ORIGIN_NULL: (403, ()),
+    Reason.ORIGIN_MALFORMED: (403, ()),
+    Reason.ORIGIN_MULTIPLE: (403, ()),
+    Reason.HOST_NOT_ALLOWED: (403, ()),
+    Reason.HOST_MALFORMED: (400, ()),
+    Reason.VERSION_MISSING: (400, _VERSION_13),
+    Reason.VERSION_UNSUPPORTED: (426, _VERSION_13),
+    Reason.KEY_MISSING: (400, ()),
+    Reason.KEY_MALFORMED: (400, ()),
+    Reason.KEY_MULTIPLE: (400, ()),
+    Reason.KEY_REUSED: (400, ()),
+    Reason.SUBPROTOCOL_MALFORMED: (400, ()),
+    Reason.SUBPROTOCOL_REQUIRED: (400, ()),
+    Reason.RATE_LIMITED: (429, ()),
+    Reason.TOO_MANY_CONNECTIONS: (503, ()),
+    Reason.STORE_UNAVAILABLE: (503, ()),
+    Reason.AUDIT_UNAVAILABLE: (503, ()),
+    Reason.APP_SUBPROTOCOL_NOT_OFFERED: (500, ()),
+    Reason.APP_REJECTED: (403, ()),
+    Reason.APP_ERROR: (500, ()),
+    Reason.CLIENT_GONE: (0, ()),
+    Reason.INTERNAL_ERROR: (500, ()),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The handshake may proceed to the app."""
+
+    #: The negotiated subprotocol, or None.
+    subprotocol: str | None
+    #: The Sec-WebSocket-Accept a correct server answers with; None over HTTP/2 and HTTP/3.
+    expected_accept: str | None
+    #: The normalised origin, "null", or None when the client sent none.
+    origin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The handshake is refused with ``status`` and ``headers``."""
+
+    reason: Reason
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Computed whenever the key was valid, so the audit records it even for refusals.
+    expected_accept: str | None = None
+    origin: str | None = None
+    #: A short human explanation for logs; never contains request bytes.
+    detail: str = ""
+
+    @classmethod
+    def because(
+        cls,
+        reason: Reason,
+        detail: str = "",
+        *,
+        expected_accept: str | None = None,
+        origin: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Reject:
+        """Build a refusal with the status and headers of the response table."""
+        status, table_headers = RESPONSES[reason]
+        return cls(reason, status, table_headers + headers, expected_accept, origin, detail)
+
+
+Decision = Accept | Reject

@@ -1,0 +1,51 @@
+"""Sec-WebSocket-Key validation and the Sec-WebSocket-Accept computation.
+
+Owns RFC 6455 4.1 (the client's nonce) and 4.2.2 (the server's proof). Knows nothing
+about headers or scopes: callers hand it the single key value.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+__all__ = ["GUID", "accept_key", "is_valid_key"]
+
+#: RFC 6455 1.3 / 4.2.2 item 5.4: the globally unique identifier appended to the key.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_GUID_BYTES = GUID.encode("ascii")
+
+# RFC 6455 4.1 item 7 / 4.2.1 item 5: "a base64-encoded value that, when decoded, is 16 bytes
+# in length". 16 bytes encode to 22 characters and "==" (RFC 4648 4); the 22nd character holds
+# 2 data bits and 4 zero pad bits, so only A, Q, g or w are canonical there. The standard
+# alphabet only: no URL-safe characters, no whitespace, no missing padding.
+_KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+
+
+def is_valid_key(key: str) -> bool:
+    """Tell whether ``key`` is a well-formed ``Sec-WebSocket-Key``.
+
+    Args:
+        key: the header value, surrounding whitespace already removed.
+
+    Returns:
+        True when ``key`` is the canonical base64 encoding of exactly 16 bytes.
+    """
+    return _KEY_RE.fullmatch(key) is not None
+
+
+def accept_key(key: str) -> str:
+    """Compute ``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 4.2.2 item 5.4).
+
+    Args:
+        key: the client's key as sent (latin-1 text, as header values are decoded here).
+
+    Returns:
+        base64(SHA-1(key + GUID)).
+
+    Raises:
+        UnicodeEncodeError: if ``key`` holds a character outside latin-1.
+    """
+    digest = hashlib.sha1(key.encode("latin-1") + _GUID_BYTES, usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode("ascii")

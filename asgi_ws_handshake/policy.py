@@ -1,0 +1,287 @@
+"""``HandshakePolicy``: what a route allows, validated once, and ``evaluate()``, the pure core.
+
+``evaluate`` turns a ``HandshakeRequest`` into an ``Accept`` or a ``Reject``. It performs no
+I/O, reads no clock and logs nothing; stateful checks (reused keys, rates) and delivery belong
+to the middleware.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .decision import Accept, Decision, Reason, Reject
+from .key import accept_key, is_valid_key
+from .origin import (
+    DEFAULT_PORTS,
+    OriginMatcher,
+    parse_host,
+    parse_host_pattern,
+    parse_origin,
+)
+from .request import HandshakeRequest
+from .subprotocol import find_malformed, is_token, select_subprotocol
+
+__all__ = ["HandshakePolicy", "SubprotocolSelector"]
+
+#: ``(request, offered) -> chosen or None``; must return one of ``offered`` or None.
+SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"]
+
+_NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
+_WEB_SCHEMES = frozenset({"http", "https"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakePolicy:
+    """The handshake rules for one route.
+
+    With no ``allow_origins``, ``allow_origin_regex`` or ``allow_any_origin`` the policy is
+    same-origin: the Origin's host and port must equal the Host header's.
+
+    Args:
+        allow_origins: exact origins (``https://app.example.com``) or wildcard-subdomain ones
+            (``https://*.example.com``, which never matches ``example.com`` itself).
+        allow_origin_regex: a regex that must match the whole normalised origin.
+        allow_any_origin: switch origin checks off (any single well-formed or ``null`` origin).
+            Malformed and repeated Origin headers are still refused.
+        allow_missing_origin: accept handshakes without Origin (non-browser clients; browsers
+            always send one, RFC 6455 4.1 item 8).
+        allow_null_origin: accept ``Origin: null`` (sandboxed iframes, ``file://`` pages).
+        allow_hosts: a Host allowlist (``example.com``, ``*.example.com``; ports ignored). Set
+            it with same-origin to defeat DNS rebinding.
+        subprotocols: supported subprotocols in server preference order.
+        require_subprotocol: refuse handshakes that negotiate no subprotocol.
+        subprotocol_preference: ``"server"`` (default) or ``"client"`` order.
+        select_subprotocol: a callable replacing the built-in negotiation.
+        key_reuse: ``"ignore"``, ``"flag"`` (audit only) or ``"reject"`` (400 key_reused).
+        key_reuse_ttl: seconds a key is remembered.
+
+    Raises:
+        ValueError: at construction, naming the option and the bad value.
+    """
+
+    allow_origins: Sequence[str] = ()
+    allow_origin_regex: str | re.Pattern[str] | None = None
+    allow_any_origin: bool = False
+    allow_missing_origin: bool = True
+    allow_null_origin: bool = False
+    allow_hosts: Sequence[str] | None = None
+    subprotocols: Sequence[str] = ()
+    require_subprotocol: bool = False
+    subprotocol_preference: Literal["server", "client"] = "server"
+    select_subprotocol: SubprotocolSelector | None = None
+    key_reuse: Literal["ignore", "flag", "reject"] = "flag"
+    key_reuse_ttl: float = 600.0
+
+    _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
+    _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if isinstance(self.allow_origins, str):
+            raise TypeError("allow_origins must be a list of origins, not a str")
+        set_(self, "allow_origins", tuple(self.allow_origins))
+        matcher = OriginMatcher(self.allow_origins, self.allow_origin_regex)
+        if self.allow_any_origin and matcher:
+            raise ValueError(
+                "allow_any_origin=True conflicts with allow_origins/allow_origin_regex: choose one"
+            )
+        set_(self, "_origin_matcher", matcher)
+
+        names: set[str] = set()
+        suffixes: list[str] = []
+        if self.allow_hosts is not None:
+            if isinstance(self.allow_hosts, str):
+                raise TypeError("allow_hosts must be a list of host names, not a str")
+            set_(self, "allow_hosts", tuple(self.allow_hosts))
+            for pattern in self.allow_hosts:
+                name, wildcard = parse_host_pattern(pattern)
+                (suffixes.append(name) if wildcard else names.add(name))
+        set_(self, "_host_names", frozenset(names))
+        set_(self, "_host_suffixes", tuple(suffixes))
+
+        if isinstance(self.subprotocols, str):
+            raise TypeError("subprotocols must be a list of tokens, not a str")
+        set_(self, "subprotocols", tuple(self.subprotocols))
+        for name in self.subprotocols:
+            if not isinstance(name, str) or not is_token(name):
+                raise ValueError(f"invalid subprotocol {name!r}: not an RFC 9110 token")
+        if len(set(self.subprotocols)) != len(self.subprotocols):
+            raise ValueError(f"subprotocols repeat an entry: {list(self.subprotocols)!r}")
+        if self.require_subprotocol and not (self.subprotocols or self.select_subprotocol):
+            raise ValueError("require_subprotocol=True needs subprotocols or select_subprotocol")
+        if self.subprotocol_preference not in ("server", "client"):
+            raise ValueError(
+                f"invalid subprotocol_preference {self.subprotocol_preference!r}: "
+                "expected 'server' or 'client'"
+            )
+        if self.key_reuse not in ("ignore", "flag", "reject"):
+            raise ValueError(
+                f"invalid key_reuse {self.key_reuse!r}: expected 'ignore', 'flag' or 'reject'"
+            )
+        if not self.key_reuse_ttl > 0:
+            raise ValueError(f"invalid key_reuse_ttl {self.key_reuse_ttl!r}: must be > 0")
+
+    @property
+    def same_origin(self) -> bool:
+        """True when the policy falls back to the same-origin rule."""
+        return not (self.allow_any_origin or self._origin_matcher)
+
+    def _host_allowed(self, host: str) -> bool:
+        if host in self._host_names:
+            return True
+        return any(
+            host.endswith(suffix) and len(host) > len(suffix) for suffix in self._host_suffixes
+        )
+
+    def evaluate(self, request: HandshakeRequest) -> Decision:
+        """Judge a handshake. Pure: same request, same decision; never raises on request data.
+
+        Checks run in this order, the first failure deciding: version, key, Host, Origin,
+        subprotocols.
+        """
+        # RFC 6455 4.2.1 item 6 and 4.4: exactly one version, "13"; otherwise answer with the
+        # versions we support (400 when the header is absent, 426 Upgrade Required otherwise).
+        versions = request.versions
+        if not versions:
+            return Reject.because(Reason.VERSION_MISSING, "no Sec-WebSocket-Version header")
+        if versions != ("13",):
+            return Reject.because(Reason.VERSION_UNSUPPORTED, "Sec-WebSocket-Version must be 13")
+
+        # RFC 6455 4.2.1 item 5: exactly one key, base64 of 16 bytes. RFC 8441 / RFC 9220
+        # handshakes (HTTP/2, HTTP/3) carry neither key nor accept.
+        expected_accept: str | None = None
+        if request.http_version not in _NO_KEY_VERSIONS:
+            keys = request.keys
+            if not keys:
+                return Reject.because(Reason.KEY_MISSING, "no Sec-WebSocket-Key header")
+            if len(keys) != 1:
+                return Reject.because(Reason.KEY_MULTIPLE, "more than one Sec-WebSocket-Key")
+            if not is_valid_key(keys[0]):
+                return Reject.because(
+                    Reason.KEY_MALFORMED, "Sec-WebSocket-Key is not base64 of 16 bytes"
+                )
+            expected_accept = accept_key(keys[0])
+
+        # RFC 9110 7.2: one Host. Needed for the same-origin rule and the Host allowlist.
+        host: tuple[str, int | None] | None = None
+        same_origin = self.same_origin
+        if same_origin or self.allow_hosts is not None:
+            if len(request.hosts) != 1:
+                return Reject.because(
+                    Reason.HOST_MALFORMED,
+                    "exactly one Host header is required",
+                    expected_accept=expected_accept,
+                )
+            host = parse_host(request.hosts[0])
+            if host is None:
+                return Reject.because(
+                    Reason.HOST_MALFORMED,
+                    "Host is not host[:port]",
+                    expected_accept=expected_accept,
+                )
+            if self.allow_hosts is not None and not self._host_allowed(host[0]):
+                return Reject.because(
+                    Reason.HOST_NOT_ALLOWED,
+                    "Host is not in allow_hosts",
+                    expected_accept=expected_accept,
+                )
+
+        # RFC 6455 4.2.2 item 4 / 10.2: the server decides whether it accepts this origin.
+        origin_value: str | None = None
+        origins = request.origins
+        if not origins:
+            if not self.allow_missing_origin:
+                return Reject.because(
+                    Reason.ORIGIN_MISSING,
+                    "no Origin header",
+                    expected_accept=expected_accept,
+                )
+        elif len(origins) != 1:
+            return Reject.because(
+                Reason.ORIGIN_MULTIPLE,
+                "more than one Origin",
+                expected_accept=expected_accept,
+            )
+        elif origins[0] == "null":
+            # RFC 6454 7.3: privacy-sensitive contexts send "null".
+            if not (self.allow_null_origin or self.allow_any_origin):
+                return Reject.because(
+                    Reason.ORIGIN_NULL,
+                    "Origin is null",
+                    expected_accept=expected_accept,
+                    origin="null",
+                )
+            origin_value = "null"
+        else:
+            origin = parse_origin(origins[0])
+            if origin is None:
+                return Reject.because(
+                    Reason.ORIGIN_MALFORMED,
+                    "Origin is not a serialised origin",
+                    expected_accept=expected_accept,
+                )
+            origin_value = origin.serialized
+            if self.allow_any_origin:
+                pass
+            elif not same_origin:
+                if not self._origin_matcher.matches(origin):
+                    return Reject.because(
+                        Reason.ORIGIN_NOT_ALLOWED,
+                        "Origin is not allowed",
+                        expected_accept=expected_accept,
+                        origin=origin_value,
+                    )
+            else:
+                assert host is not None  # checked above whenever same_origin
+                host_name, host_port = host
+                if not (
+                    origin.scheme in _WEB_SCHEMES
+                    and origin.host == host_name
+                    and origin.port
+                    == (DEFAULT_PORTS[origin.scheme] if host_port is None else host_port)
+                ):
+                    return Reject.because(
+                        Reason.ORIGIN_NOT_ALLOWED,
+                        "Origin is not the same origin as Host",
+                        expected_accept=expected_accept,
+                        origin=origin_value,
+                    )
+
+        # RFC 6455 4.1 item 10 / 4.2.2 item 5.4: offered tokens, unique; pick one of them.
+        offered = request.subprotocols
+        if offered:
+            problem = find_malformed(offered)
+            if problem is not None:
+                return Reject.because(
+                    Reason.SUBPROTOCOL_MALFORMED,
+                    problem,
+                    expected_accept=expected_accept,
+                    origin=origin_value,
+                )
+        if self.select_subprotocol is not None:
+            chosen = self.select_subprotocol(request, offered)
+            if chosen is not None and chosen not in offered:
+                return Reject.because(
+                    Reason.INTERNAL_ERROR,
+                    "select_subprotocol chose a subprotocol not offered",
+                    expected_accept=expected_accept,
+                    origin=origin_value,
+                )
+        else:
+            chosen = select_subprotocol(
+                offered,
+                self.subprotocols,
+                prefer=self.subprotocol_preference,
+            )
+        if chosen is None and self.require_subprotocol:
+            return Reject.because(
+                Reason.SUBPROTOCOL_REQUIRED,
+                "no supported subprotocol offered",
+                expected_accept=expected_accept,
+                origin=origin_value,
+            )
+        return Accept(chosen, expected_accept, origin_value)

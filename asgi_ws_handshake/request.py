@@ -1,0 +1,118 @@
+"""The handshake as the policy sees it: a frozen value built from an ASGI websocket scope.
+
+``HandshakeRequest.from_scope`` is the only reader of ``scope["headers"]``. It keeps every
+repeated header line (never ``dict()`` them: a second Origin or Key must stay visible), splits
+comma-joined lists (daphne joins repeated lines into one), decodes bytes as latin-1 and never
+raises on header content. Judging the values is left to the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["HandshakeRequest"]
+
+_ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
+_FIELDS = {
+    b"origin": _ORIGIN,
+    b"host": _HOST,
+    b"sec-websocket-version": _VERSION,
+    b"sec-websocket-key": _KEY,
+    b"sec-websocket-protocol": _PROTOCOL,
+}
+# RFC 9110 5.5: leading and trailing whitespace is not part of a field value.
+_OWS = " \t"
+
+
+def _items(lines: list[str]) -> tuple[str, ...]:
+    """Split comma-separated header lines into stripped items, keeping empty ones."""
+    if len(lines) == 1 and "," not in lines[0]:
+        return (lines[0],)
+    return tuple(item.strip(_OWS) for line in lines for item in line.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """The parts of an opening handshake that the policy judges.
+
+    Repeated headers keep every value, in order: ``origins``, ``versions`` and ``keys`` hold one
+    item per header line and per comma-separated element of a line, so a daphne-joined
+    ``"a, b"`` and two separate lines give the same request.
+    """
+
+    path: str = "/"
+    #: Every Host header line (RFC 9110 7.2 allows exactly one).
+    hosts: tuple[str, ...] = ()
+    #: Every Origin value; empty tuple when absent. "null" stays the string "null".
+    origins: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ("13",)
+    keys: tuple[str, ...] = ()
+    #: Offered subprotocols in client order, empty items dropped (RFC 9110 5.6.1.2).
+    subprotocols: tuple[str, ...] = ()
+    #: "1.1", "2" or "3": RFC 8441 / RFC 9220 handshakes carry no key.
+    http_version: str = "1.1"
+    scheme: str = "ws"
+    client: tuple[str, int] | None = None
+    #: Whether the server offers the ``websocket.http.response`` extension.
+    denial_response: bool = False
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> HandshakeRequest:
+        """Build a request from an ASGI ``websocket`` scope.
+
+        Tolerates every byte sequence in header names and values and reads the optional scope
+        keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
+        """
+        found: tuple[list[str], list[str], list[str], list[str], list[str]] = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+        fields = _FIELDS
+        for name, value in scope.get("headers") or ():
+            index = fields.get(name)
+            if index is None:
+                if name.islower() or not isinstance(name, bytes):
+                    continue
+                index = fields.get(name.lower())
+                if index is None:
+                    continue
+            if isinstance(value, bytes):
+                found[index].append(value.decode("latin-1").strip(_OWS))
+        origin_lines, host_lines, version_lines, key_lines, protocol_lines = found
+
+        if protocol_lines:
+            offered = tuple(item for item in _items(protocol_lines) if item)
+        else:
+            # uvicorn's wsproto backend removes the header and leaves only this list.
+            fallback = scope.get("subprotocols") or ()
+            offered = tuple(item for item in fallback if isinstance(item, str) and item)
+
+        extensions = scope.get("extensions")
+        client = scope.get("client")
+        if client is not None:
+            try:
+                host_part, port_part = client
+                client = (
+                    str(host_part),
+                    int(port_part),
+                )  # granian gives ports as strings
+            except (TypeError, ValueError):
+                client = None
+        return cls(
+            path=str(scope.get("path", "/")),
+            hosts=tuple(host_lines),
+            origins=_items(origin_lines) if origin_lines else (),
+            versions=_items(version_lines) if version_lines else (),
+            keys=_items(key_lines) if key_lines else (),
+            subprotocols=offered,
+            http_version=str(scope.get("http_version", "1.1")),
+            scheme=str(scope.get("scheme", "ws")),
+            client=client,
+            denial_response=isinstance(extensions, Mapping)
+            and "websocket.http.response" in extensions,
+        )
