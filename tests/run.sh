@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (README "Quick start"): installs everything the tests need on a
+# fresh Debian machine, then runs ruff, mypy --strict and the whole pytest suite.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh --slow` or `bash tests/run.sh -k origin`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: redis-server for the Redis store tests, chromium for the browser tests.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python packages, in a project virtualenv.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+  | grep -v '^WARNING: Location' || true
+
+echo "== ruff check";  .venv/bin/ruff check .
+echo "== ruff format"; .venv/bin/ruff format --check .
+echo "== mypy";        .venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest --cov=asgi_ws_handshake --cov-branch --cov-report=term "$@"
