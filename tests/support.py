@@ -195,11 +195,7 @@ class Server:
 def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            events.append(json.loads(line))
-    return events
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def start_server(
