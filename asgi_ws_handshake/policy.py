@@ -1,8 +1,8 @@
 """``HandshakePolicy``: what a route allows, validated once, and ``evaluate()``, the pure core.
 
 ``evaluate`` turns a ``HandshakeRequest`` into an ``Accept`` or a ``Reject``. It performs no
-I/O, reads no clock and logs nothing; stateful checks (reused keys, rates) and delivery belong
-to the middleware.
+I/O, reads no clock and logs nothing; stateful checks (reused keys, rates, connection caps)
+and delivery belong to the middleware, which reads their settings from the policy.
 """
 
 from __future__ import annotations
@@ -24,13 +24,50 @@ from .origin import (
 from .request import HandshakeRequest
 from .subprotocol import find_malformed, is_token, select_subprotocol
 
-__all__ = ["HandshakePolicy", "SubprotocolSelector"]
+__all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
 
 #: ``(request, offered) -> chosen or None``; must return one of ``offered`` or None.
 SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"]
 
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
 _WEB_SCHEMES = frozenset({"http", "https"})
+
+# The single-rate grammar of the ``limits`` library ("30/minute", "30 per minute",
+# "100/5 seconds"), parsed here so that the policy and the in-memory store need no dependency.
+_RATE = re.compile(r"\s*([0-9]+)\s*(?:/|\s*per\s*)\s*([0-9]+)?\s*([a-z]+?)s?\s*", re.IGNORECASE)
+# As in ``limits``: a month is 30 days, a year 12 such months.
+_UNITS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 86400 * 30,
+    "year": 86400 * 30 * 12,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``limit`` handshakes per ``window`` seconds."""
+
+    limit: int
+    window: int
+
+
+def parse_rate(value: str) -> Rate:
+    """Parse one rate in the ``limits`` notation, such as ``"30/minute"`` or ``"5 per 10 seconds"``.
+
+    Raises:
+        ValueError: naming the value when it is not a rate, or allows nothing.
+    """
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(3).lower() not in _UNITS:
+        raise ValueError(f"invalid rate {value!r}: expected a rate such as '30/minute'")
+    amount, multiples, unit = match.groups()
+    rate = Rate(int(amount), int(multiples or 1) * _UNITS[unit.lower()])
+    if rate.limit < 1 or rate.window < 1:
+        raise ValueError(f"invalid rate {value!r}: needs a count and a window of at least 1")
+    return rate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +94,19 @@ class HandshakePolicy:
         select_subprotocol: a callable replacing the built-in negotiation.
         key_reuse: ``"ignore"``, ``"flag"`` (audit only) or ``"reject"`` (400 key_reused).
         key_reuse_ttl: seconds a key is remembered.
+        rate_limit: handshakes allowed per client address (``scope["client"]``, so the proxy's
+            address unless uvicorn runs with ``--proxy-headers``), in the ``limits`` notation
+            (``"30/minute"``); counted in a moving window. Refusals: 429 ``rate_limited``.
+        rate_limit_total: handshakes allowed from all clients together, same notation.
+        max_connections: open connections allowed on this route at once, across every process
+            sharing the store. Refusals: 503 ``too_many_connections``.
+        max_connections_per_client: open connections allowed per client address.
+        connections_retry_after: the ``Retry-After`` seconds sent with
+            ``too_many_connections`` (RFC 9110 10.2.3).
+        on_store_error: when the store cannot answer a check that could refuse the handshake:
+            ``"closed"`` (default) refuses with 503 ``store_unavailable``; ``"open"`` lets the
+            handshake proceed and marks its audit event ``store_error``. A check that cannot
+            refuse (``key_reuse="flag"``) always proceeds, marked.
 
     Raises:
         ValueError: at construction, naming the option and the bad value.
@@ -74,7 +124,16 @@ class HandshakePolicy:
     select_subprotocol: SubprotocolSelector | None = None
     key_reuse: Literal["ignore", "flag", "reject"] = "flag"
     key_reuse_ttl: float = 600.0
+    rate_limit: str | None = None
+    rate_limit_total: str | None = None
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
+    connections_retry_after: int = 5
+    on_store_error: Literal["open", "closed"] = "closed"
 
+    #: ``rate_limit`` and ``rate_limit_total`` parsed.
+    client_rate: Rate | None = field(init=False, repr=False, compare=False)
+    total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -124,6 +183,24 @@ class HandshakePolicy:
             )
         if not self.key_reuse_ttl > 0:
             raise ValueError(f"invalid key_reuse_ttl {self.key_reuse_ttl!r}: must be > 0")
+        for option in ("rate_limit", "rate_limit_total"):
+            value = getattr(self, option)
+            try:
+                rate = None if value is None else parse_rate(value)
+            except ValueError as exc:
+                raise ValueError(f"{option}: {exc}") from None
+            set_(self, "client_rate" if option == "rate_limit" else "total_rate", rate)
+        for option in ("max_connections", "max_connections_per_client"):
+            value = getattr(self, option)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"invalid {option} {value!r}: must be an int >= 1 or None")
+        retry = self.connections_retry_after
+        if type(retry) is not int or retry < 0:
+            raise ValueError(f"invalid connections_retry_after {retry!r}: must be an int >= 0")
+        if self.on_store_error not in ("open", "closed"):
+            raise ValueError(
+                f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
+            )
 
     @property
     def same_origin(self) -> bool:

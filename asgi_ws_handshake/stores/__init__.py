@@ -1,26 +1,56 @@
-"""State shared between handshakes: reused keys (and, with issue-level extensions, rates).
+"""State shared between handshakes: reused keys, handshake rates and connection leases.
 
 The interface is small and async so that a Redis store can implement it; every call bounds
-its own time. The in-memory store is the single-process default.
+its own time and raises ``StoreError`` when it cannot answer. The in-memory store is the
+single-process default; ``stores.redis.RedisStore`` (the ``redis`` extra) serves a fleet.
+What to do when a store fails is the policy's choice (``on_store_error``), not the store's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
+from .errors import StoreError
 from .memory import MemoryStore
 
 __all__ = ["HandshakeStore", "MemoryStore", "StoreError"]
 
 
-class StoreError(Exception):
-    """A store could not answer (unreachable, timed out)."""
-
-
 @runtime_checkable
 class HandshakeStore(Protocol):
-    """What the middleware needs from a store."""
+    """What the middleware needs from a store.
+
+    Names (``name`` and the keys of ``caps``) are opaque strings built by the middleware,
+    such as ``"default:client:203.0.113.7"``; a store only needs to keep them apart.
+    """
 
     async def remember_key(self, key: str, ttl: float) -> bool:
         """Remember ``key`` for ``ttl`` seconds; return True when it was already remembered."""
+        ...
+
+    async def hit(self, name: str, limit: int, window: int) -> int:
+        """Count one handshake against ``limit`` per ``window`` seconds (a moving window).
+
+        Returns:
+            0 when the hit was counted; otherwise the seconds until the next one would be
+            (at least 1), and the refused hit is not counted.
+        """
+        ...
+
+    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+        """Take a connection lease counted under every name in ``caps``.
+
+        All or nothing: the lease is taken only when each name holds fewer than its cap.
+        A store that can lose its holder (another process, another machine) lets the lease
+        expire unless this process keeps refreshing it, which the store does itself while
+        the lease is held.
+
+        Returns:
+            None when the lease was taken, else the first name whose cap is reached.
+        """
+        ...
+
+    async def release(self, lease: str) -> None:
+        """Give back a lease taken by ``acquire`` (unknown leases are ignored)."""
         ...

@@ -2,23 +2,27 @@
 
 Keys are remembered in insertion order; expired ones are dropped from the old end as new ones
 arrive, and when ``max_keys`` is reached the oldest is evicted, so a flood of distinct keys
-costs at most ``max_keys`` entries.
+costs at most ``max_keys`` entries. Rate windows are bounded the same way (``max_keys``
+names, each holding at most ``limit`` timestamps). Leases need no expiry here: they live and
+die with this process, and the middleware releases each one however its connection ends.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """Remember Sec-WebSocket-Key values for reuse detection, in this process only.
+    """Remember keys, count handshake rates and hold connection leases, in this process only.
 
     Args:
-        max_keys: the most keys held at once (the oldest is forgotten first).
+        max_keys: the most keys held at once, and separately the most rate windows (the
+            oldest is forgotten first; a forgotten rate window starts again from zero).
         clock: a monotonic clock in seconds (injectable for tests).
     """
 
@@ -31,6 +35,12 @@ class MemoryStore:
         self._clock = clock
         # key -> expiry. Keys are stored as the 16 decoded bytes' text form; see remember_key.
         self._keys: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # name -> times of the counted hits, oldest first; least recently hit name first.
+        self._hits: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
+        self._counts: dict[str, int] = {}  # lease name -> live leases
+        self._leases: dict[str, tuple[str, ...]] = {}  # lease -> the names it counts under
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -51,3 +61,45 @@ class MemoryStore:
         if len(keys) > self.max_keys:
             keys.popitem(last=False)
         return False
+
+    async def hit(self, name: str, limit: int, window: int) -> int:
+        # A moving window: the hits of the last ``window`` seconds, at most ``limit`` of them.
+        now = self._clock()
+        hits = self._hits.get(name)
+        if hits is None:
+            hits = self._hits[name] = collections.deque()
+            if len(self._hits) > self.max_keys:
+                self._hits.popitem(last=False)
+        else:
+            self._hits.move_to_end(name)
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return max(1, math.ceil(hits[0] + window - now))
+        hits.append(now)
+        return 0
+
+    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+        counts = self._counts
+        for name, cap in caps.items():
+            if counts.get(name, 0) >= cap:
+                return name
+        if lease in self._leases:  # the same lease twice would count twice
+            raise ValueError(f"lease {lease!r} is already held")
+        self._leases[lease] = names = tuple(caps)
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return None
+
+    async def release(self, lease: str) -> None:
+        counts = self._counts
+        for name in self._leases.pop(lease, ()):
+            left = counts[name] - 1
+            if left:
+                counts[name] = left
+            else:
+                del counts[name]
+
+    def connections(self, name: str) -> int:
+        """The live leases counted under ``name`` (for tests and metrics)."""
+        return self._counts.get(name, 0)
