@@ -16,14 +16,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .audit import AuditEvent, Auditor, AuditSink, LoggingSink, Outcome
 from .decision import Accept, Reason, Reject
 from .key import accept_key, is_valid_key
 from .policy import HandshakePolicy
 from .request import HandshakeRequest
-from .stores import HandshakeStore, MemoryStore
+from .stores import HandshakeStore, MemoryStore, StoreError
 from .subprotocol import redactor
 
 __all__ = [
@@ -55,6 +55,9 @@ _NO_KEY_VERSIONS = ("2", "3")
 _RESERVED = (b"sec-websocket-", b"upgrade", b"connection")
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'"
+# A backstop for stores that do not bound their own calls: no handshake waits longer.
+_STORE_DEADLINE = 5.0
+_T = TypeVar("_T")
 
 
 class HandshakeDenied(OSError):
@@ -118,7 +121,8 @@ class HandshakeMiddleware:
         routes: ``{glob: policy}`` over ``scope["path"]``; the first match wins.
         audit: one sink or several (callables taking an ``AuditEvent``, sync or async);
             default a ``LoggingSink``.
-        store: remembers keys (default a bounded ``MemoryStore``).
+        store: remembers keys, counts handshake rates and connection leases (default a
+            bounded ``MemoryStore``; ``stores.redis.RedisStore`` for several processes).
         audit_fail_closed: refuse handshakes (503 ``audit_unavailable``) whose accepted event
             could not be delivered to every sink.
         audit_timeout: seconds an async sink may take.
@@ -193,6 +197,7 @@ class _Handshake:
         "decision",
         "denied",
         "key_reused",
+        "lease",
         "mw",
         "receive_",
         "request",
@@ -215,6 +220,7 @@ class _Handshake:
         self.audited = False
         self.key_reused: bool | None = None
         self.store_error = False
+        self.lease: str | None = None
         self.connect: Message | None = None
         self.denied: HandshakeDenied | None = None
         self.request: HandshakeRequest | None = None
@@ -243,25 +249,129 @@ class _Handshake:
             logger.exception("handshake policy raised")
             decision = Reject.because(Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}")
 
+        if isinstance(decision, Accept) and (policy.client_rate or policy.total_rate):
+            decision = await self.check_rates(policy, decision)
         if (
             isinstance(decision, Accept)
             and decision.expected_accept
             and policy.key_reuse != "ignore"
         ):
             try:
-                self.key_reused = await mw.store.remember_key(request.keys[0], policy.key_reuse_ttl)
-            except Exception:
-                logger.exception("store failed while remembering a key; failing open")
-                self.store_error = True
+                self.key_reused = await self.ask(
+                    mw.store.remember_key(request.keys[0], policy.key_reuse_ttl)
+                )
+            except StoreError:
+                # Only a check that can refuse fails closed; "flag" proceeds, marked.
+                if policy.key_reuse == "reject":
+                    decision = self.store_failed(policy, decision)
             if self.key_reused and policy.key_reuse == "reject":
                 # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
                 decision = decision_reject(decision, Reason.KEY_REUSED, "key used before")
+        if isinstance(decision, Accept) and (
+            policy.max_connections or policy.max_connections_per_client
+        ):
+            decision = await self.take_lease(policy, decision)
         self.decision = decision
 
         if isinstance(decision, Reject):
             await self.deny(decision, Outcome.REJECTED)
         else:
-            await self.call_app(decision)
+            try:
+                await self.call_app(decision)
+            finally:
+                # However the connection ended: closed by either side, the app raised or
+                # refused, the client vanished, or the task was cancelled.
+                await self.release_lease()
+
+    async def ask(self, call: Awaitable[_T]) -> _T:
+        """Await one store call, bounded in time; ``StoreError`` when it cannot answer.
+
+        After one failure the handshake asks the store nothing more, so it waits at most once.
+        """
+        if self.store_error:
+            if asyncio.iscoroutine(call):
+                call.close()
+            raise StoreError("the store already failed during this handshake")
+        try:
+            async with asyncio.timeout(_STORE_DEADLINE):
+                return await call
+        except Exception as exc:  # StoreError, the backstop's TimeoutError, or a store bug
+            logger.warning("handshake store failed: %s: %s", type(exc).__name__, exc)
+            self.store_error = True
+            raise StoreError(str(exc)) from exc
+
+    def store_failed(self, policy: HandshakePolicy, decision: Accept) -> Accept | Reject:
+        """Apply ``on_store_error`` to a check the store could not answer."""
+        if policy.on_store_error == "open":
+            return decision  # the audit event carries store_error=True
+        return decision_reject(decision, Reason.STORE_UNAVAILABLE, "the store did not answer")
+
+    def client_name(self) -> str:
+        """The route and client address that rates and caps are counted under."""
+        request = self.request
+        client = request.client if request is not None else None
+        # scope["client"] (ASGI spec): the peer, or what uvicorn --proxy-headers put there.
+        return f"{self.route}:client:{client[0] if client else '-'}"
+
+    async def check_rates(self, policy: HandshakePolicy, decision: Accept) -> Accept | Reject:
+        """Count this handshake against the client's rate, then the route's overall rate."""
+        store = self.mw.store
+        checks = (
+            (policy.client_rate, self.client_name(), "client"),
+            (policy.total_rate, f"{self.route}:total", "overall"),
+        )
+        for rate, name, which in checks:
+            if rate is None:
+                continue
+            try:
+                retry_after = await self.ask(store.hit(f"rate:{name}", rate.limit, rate.window))
+            except StoreError:
+                return self.store_failed(policy, decision)
+            if retry_after:
+                # RFC 6585 4: 429 Too Many Requests MAY carry Retry-After (RFC 9110 10.2.3).
+                return Reject.because(
+                    Reason.RATE_LIMITED,
+                    f"{which} handshake rate exceeded",
+                    expected_accept=decision.expected_accept,
+                    origin=decision.origin,
+                    headers=(("retry-after", str(retry_after)),),
+                )
+        return decision
+
+    async def take_lease(self, policy: HandshakePolicy, decision: Accept) -> Accept | Reject:
+        """Count this connection under the route's caps until ``release_lease``."""
+        caps: dict[str, int] = {}
+        if policy.max_connections_per_client:
+            caps[self.client_name()] = policy.max_connections_per_client
+        if policy.max_connections:
+            caps[f"{self.route}:total"] = policy.max_connections
+        try:
+            full = await self.ask(self.mw.store.acquire(self.audit_id, caps))
+        except StoreError:
+            return self.store_failed(policy, decision)
+        if full is not None:
+            which = "overall" if full.endswith(":total") else "client"
+            # RFC 9110 15.6.4: 503 with Retry-After (10.2.3) for a temporary overload.
+            return Reject.because(
+                Reason.TOO_MANY_CONNECTIONS,
+                f"{which} connection cap reached",
+                expected_accept=decision.expected_accept,
+                origin=decision.origin,
+                headers=(("retry-after", str(policy.connections_retry_after)),),
+            )
+        self.lease = self.audit_id  # the audit id names the lease: unique, and greppable
+        return decision
+
+    async def release_lease(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            async with asyncio.timeout(_STORE_DEADLINE):
+                await self.mw.store.release(lease)
+        except Exception:
+            # An expiring store drops the lease by itself; a memory store never fails here.
+            logger.warning("could not release connection lease %s", lease, exc_info=True)
 
     async def call_app(self, decision: Accept) -> None:
         request = self.request

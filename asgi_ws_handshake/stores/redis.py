@@ -11,6 +11,7 @@ store is built, never at import time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -51,13 +52,15 @@ end
 return 0
 """
 
-# KEYS: sorted sets; ARGV: lease ttl in ms, then the lease id for each key. Re-adds leases
-# that are missing (a restarted, emptied Redis counts the live connections again).
+# KEYS: sorted sets; ARGV: lease ttl in ms, then the lease id for each key. Sweeps expired
+# leases (a crashed worker's) and re-adds missing live ones (a restarted, emptied Redis
+# counts the live connections again).
 _REFRESH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   redis.call('ZADD', key, now + ttl, ARGV[i + 1])
   if redis.call('PTTL', key) < ttl then
     redis.call('PEXPIRE', key, ttl)
@@ -128,12 +131,10 @@ class RedisStore:
         self.lease_ttl = lease_ttl
         self.retry_interval = retry_interval
         # limits builds its own redis-py client over our connection pool (so over the same
-        # server, credentials and timeouts).
+        # server, credentials and timeouts). Its options are typed as scalars; a pool is fine.
+        pool: dict[str, Any] = {"connection_pool": client.connection_pool}
         storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            key_prefix=f"{prefix}rate",
-            connection_pool=client.connection_pool,
+            "async+redis://", implementation="redispy", key_prefix=f"{prefix}rate", **pool
         )
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: dict[tuple[int, int], Any] = {}
@@ -248,9 +249,8 @@ class RedisStore:
         task, self._refresher = self._refresher, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            if task.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._owns_client:
             await self.client.aclose()
