@@ -194,7 +194,7 @@ def test_redis_acquire_caps_all_or_nothing_and_release(redis: RedisServer) -> No
 
 
 def test_redis_live_leases_are_refreshed_and_lost_ones_expire(redis: RedisServer) -> None:
-    async def scenario(store: RedisStore) -> list[bytes]:
+    async def scenario(store: RedisStore) -> list[Any]:
         key = f"{store.prefix}conn:total"
         await store.acquire("live", {"total": 5})
         # A lease from a "crashed" process: in Redis, but no process refreshes it.
@@ -215,7 +215,7 @@ def test_redis_live_leases_are_refreshed_and_lost_ones_expire(redis: RedisServer
 
 
 def test_redis_refresh_readds_leases_lost_by_the_server(redis: RedisServer) -> None:
-    async def scenario(store: RedisStore) -> list[bytes]:
+    async def scenario(store: RedisStore) -> list[Any]:
         await store.acquire("l1", {"total": 5})
         await store.client.delete(f"{store.prefix}conn:total")  # as after a restart
         await store.refresh()
