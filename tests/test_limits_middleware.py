@@ -1,0 +1,325 @@
+"""The middleware's rate limits, connection caps and store failures, driven with a scripted
+``receive`` and a recording ``send`` over the in-memory store (and a store that fails)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
+from asgi_ws_handshake.middleware import Message, Receive, Scope, Send
+from asgi_ws_handshake.stores import StoreError
+from tests.support import new_key
+
+
+def make_scope(client: str = "203.0.113.7", key: str | None = None) -> Scope:
+    return {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [
+            (b"host", b"example.com"),
+            (b"sec-websocket-version", b"13"),
+            (b"sec-websocket-key", (key or new_key()).encode()),
+        ],
+        "client": (client, 50000),
+        "extensions": {"websocket.http.response": {}},
+    }
+
+
+async def accepting_app(scope: Scope, receive: Receive, send: Send) -> None:
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+class Connection:
+    """One scripted connection: the client's messages go in ``inbox``."""
+
+    def __init__(self, mw: HandshakeMiddleware, **scope: Any) -> None:
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.inbox.put_nowait({"type": "websocket.connect"})
+        self.sent: list[Message] = []
+        self.answered = asyncio.Event()
+
+        async def send(message: Message) -> None:
+            self.sent.append(message)
+            self.answered.set()
+
+        self.task = asyncio.ensure_future(mw(make_scope(**scope), self.inbox.get, send))
+
+    async def answer(self) -> Message:
+        await asyncio.wait_for(self.answered.wait(), 5)
+        return self.sent[0]
+
+    async def status(self) -> int:
+        first = await self.answer()
+        return 101 if first["type"] == "websocket.accept" else int(first["status"])
+
+    async def close(self) -> None:
+        self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(self.task, 5)
+
+
+def headers(message: Message) -> dict[bytes, bytes]:
+    return dict(message["headers"])
+
+
+def make(
+    app: Any = accepting_app, store: Any = None, **policy: Any
+) -> tuple[HandshakeMiddleware, MemorySink]:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(
+        app,
+        policy=HandshakePolicy(**policy),
+        audit=sink,
+        store=MemoryStore() if store is None else store,
+    )
+    return mw, sink
+
+
+def test_rate_limit_per_client_429_with_retry_after() -> None:
+    async def scenario() -> None:
+        mw, sink = make(rate_limit="2/minute")
+        statuses = []
+        for client in ("198.51.100.1", "198.51.100.1", "198.51.100.1", "198.51.100.2"):
+            conn = Connection(mw, client=client)
+            statuses.append(await conn.status())
+            if statuses[-1] == 101:
+                await conn.close()
+            else:
+                # RFC 6585 4 / RFC 9110 10.2.3
+                assert headers(await conn.answer())[b"retry-after"] == b"60"
+        assert statuses == [101, 101, 429, 101]
+        refused = [e for e in sink.events if e.reason == "rate_limited"]
+        assert len(refused) == 1
+        assert refused[0].status == 429
+        assert refused[0].detail == "client handshake rate exceeded"
+
+    asyncio.run(scenario())
+
+
+def test_rate_limit_total_counts_all_clients() -> None:
+    async def scenario() -> None:
+        mw, sink = make(rate_limit_total="2/hour")
+        statuses = []
+        for n in range(3):
+            conn = Connection(mw, client=f"198.51.100.{n}")
+            statuses.append(await conn.status())
+            if statuses[-1] == 101:
+                await conn.close()
+        assert statuses == [101, 101, 429]
+        assert sink.events[-1].detail == "overall handshake rate exceeded"
+        assert headers(await conn.answer())[b"retry-after"] == b"3600"
+
+    asyncio.run(scenario())
+
+
+def test_rejected_by_policy_costs_no_rate_hit() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        mw, _ = make(store=store, rate_limit="1/minute", allow_missing_origin=False)
+        conn = Connection(mw)
+        assert await conn.status() == 403
+        assert store._hits == {}
+
+    asyncio.run(scenario())
+
+
+def test_connection_caps_503_and_release_on_close() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        mw, sink = make(store=store, max_connections_per_client=1, max_connections=2)
+        a1 = Connection(mw, client="198.51.100.1")
+        assert await a1.status() == 101
+        a2 = Connection(mw, client="198.51.100.1")
+        assert await a2.status() == 503
+        assert headers(await a2.answer())[b"retry-after"] == b"5"
+        assert sink.events[-1].detail == "client connection cap reached"
+        b1 = Connection(mw, client="198.51.100.2")
+        assert await b1.status() == 101
+        c1 = Connection(mw, client="198.51.100.3")
+        assert await c1.status() == 503
+        assert sink.events[-1].detail == "overall connection cap reached"
+        assert sink.events[-1].reason == "too_many_connections"
+        assert store.connections("default:total") == 2
+        await a1.close()
+        await b1.close()
+        assert store.connections("default:total") == 0
+        assert store.connections("default:client:198.51.100.1") == 0
+        assert await Connection(mw, client="198.51.100.1").status() == 101
+
+    asyncio.run(scenario())
+
+
+async def raise_after_accept(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.accept"})
+    raise RuntimeError("boom")
+
+
+async def raise_before_accept(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    raise RuntimeError("boom")
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def server_close(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def never_answers(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize(
+    "app", [raise_after_accept, raise_before_accept, refuse, server_close, never_answers]
+)
+def test_lease_released_however_the_app_ends(app: Any) -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        mw, _ = make(app, store=store, max_connections=1)
+        conn = Connection(mw)
+        if app is never_answers:
+            await asyncio.sleep(0.05)
+            assert store.connections("default:total") == 1
+            conn.task.cancel()  # the server cancels the app (shutdown, vanished client)
+        else:
+            await conn.answer()
+        with (
+            pytest.raises((RuntimeError, asyncio.CancelledError))
+            if app
+            in (
+                raise_after_accept,
+                raise_before_accept,
+                never_answers,
+            )
+            else contextlib_nullcontext()
+        ):
+            await asyncio.wait_for(conn.task, 5)
+        assert store.connections("default:total") == 0
+
+    asyncio.run(scenario())
+
+
+class contextlib_nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class BrokenStore(MemoryStore):
+    """A store whose every call fails, as a store that cannot reach its server does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def remember_key(self, key: str, ttl: float) -> bool:
+        self.calls.append("remember_key")
+        raise StoreError("down")
+
+    async def hit(self, name: str, limit: int, window: int) -> int:
+        self.calls.append("hit")
+        raise StoreError("down")
+
+    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+        self.calls.append("acquire")
+        raise StoreError("down")
+
+
+LIMITED = {"rate_limit": "5/minute", "max_connections": 5, "key_reuse": "reject"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "calls"),
+    [
+        # Fail closed (the default): 503 store_unavailable, no Retry-After, at the first failure.
+        (LIMITED, 503, ["hit"]),
+        ({"max_connections": 5, "key_reuse": "ignore"}, 503, ["acquire"]),
+        ({"key_reuse": "reject"}, 503, ["remember_key"]),
+        # A check that cannot refuse proceeds even when failing closed, marked.
+        ({"key_reuse": "flag"}, 101, ["remember_key"]),
+        # Fail open: proceeds, marked; the store is asked once per handshake, not per check.
+        ({**LIMITED, "on_store_error": "open"}, 101, ["hit"]),
+    ],
+)
+def test_store_errors_follow_on_store_error(
+    policy: dict[str, Any], status: int, calls: list[str]
+) -> None:
+    async def scenario() -> None:
+        store = BrokenStore()
+        mw, sink = make(store=store, **policy)
+        conn = Connection(mw)
+        assert await conn.status() == status
+        if status == 503:
+            assert b"retry-after" not in headers(await conn.answer())
+            await asyncio.wait_for(conn.task, 5)
+        else:
+            await conn.close()
+        (event,) = sink.events
+        assert event.store_error is True
+        assert event.reason == (None if status == 101 else "store_unavailable")
+        assert store.calls == calls
+
+    asyncio.run(scenario())
+
+
+class HangingStore(MemoryStore):
+    async def hit(self, name: str, limit: int, window: int) -> int:
+        await asyncio.sleep(3600)
+        return 0
+
+
+def test_a_store_that_never_answers_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("asgi_ws_handshake.middleware._STORE_DEADLINE", 0.2)
+
+    async def scenario() -> None:
+        mw, sink = make(store=HangingStore(), rate_limit="5/minute")
+        conn = Connection(mw)
+        assert await conn.status() == 503
+        assert sink.events[0].reason == "store_unavailable"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate_limit": "30/fortnight"}, "rate_limit: invalid rate '30/fortnight'"),
+        ({"rate_limit_total": "many"}, "rate_limit_total: invalid rate 'many'"),
+        ({"rate_limit": "0/minute"}, "invalid rate '0/minute'"),
+        ({"max_connections": 0}, "invalid max_connections 0"),
+        ({"max_connections_per_client": 2.5}, "invalid max_connections_per_client 2.5"),
+        ({"max_connections": True}, "invalid max_connections True"),
+        ({"connections_retry_after": -1}, "invalid connections_retry_after -1"),
+        ({"on_store_error": "ignore"}, "invalid on_store_error 'ignore'"),
+    ],
+)
+def test_policy_validates_limit_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HandshakePolicy(**options)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["30/minute", "30 per minute", "100/5 seconds", "2 per 3 hours", "10/day", "1/Months"],
+)
+def test_rate_parser_agrees_with_limits(value: str) -> None:
+    limits = pytest.importorskip("limits")
+    item = limits.parse(value)
+    rate = HandshakePolicy(rate_limit=value).client_rate
+    assert rate is not None
+    assert (rate.limit, rate.window) == (item.amount, item.get_expiry())
