@@ -13,8 +13,9 @@ from typing import Protocol, runtime_checkable
 
 from .errors import StoreError
 from .memory import MemoryStore
+from .redis import RedisStore  # imports redis and limits only when a RedisStore is built
 
-__all__ = ["HandshakeStore", "MemoryStore", "StoreError"]
+__all__ = ["HandshakeStore", "MemoryStore", "RedisStore", "StoreError"]
 
 
 @runtime_checkable
