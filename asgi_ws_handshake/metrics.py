@@ -35,7 +35,8 @@ class PrometheusSink:
             import prometheus_client
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise ImportError(
-                "PrometheusSink needs prometheus-client: pip install 'asgi-ws-handshake[prometheus]'"
+                "PrometheusSink needs prometheus-client: "
+                "pip install 'asgi-ws-handshake[prometheus]'"
             ) from exc
         kwargs: dict[str, Any] = {} if registry is None else {"registry": registry}
         self.handshakes = prometheus_client.Counter(
@@ -55,6 +56,9 @@ class PrometheusSink:
     def __call__(self, event: AuditEvent) -> None:
         outcome = str(event.outcome)
         self.handshakes.labels(
-            outcome, event.reason or "", event.route, "" if event.status is None else str(event.status)
+            outcome,
+            event.reason or "",
+            event.route,
+            "" if event.status is None else str(event.status),
         ).inc()
         self.duration.labels(outcome).observe(event.duration)

@@ -98,7 +98,9 @@ def test_from_scope_keeps_duplicates_and_decodes_latin1() -> None:
 
 def test_from_scope_daphne_joined_lines_equal_separate_lines() -> None:
     joined = HandshakeRequest.from_scope(
-        make_scope([(b"origin", b"https://a.test, https://b.test"), (b"sec-websocket-key", b"k1, k2")])
+        make_scope(
+            [(b"origin", b"https://a.test, https://b.test"), (b"sec-websocket-key", b"k1, k2")]
+        )
     )
     separate = HandshakeRequest.from_scope(
         make_scope(
@@ -256,7 +258,9 @@ def test_http2_and_http3_skip_key_checks(http_version: str) -> None:
 def test_check_order_version_then_key_then_origin() -> None:
     bad_everything = make_request(versions=("8",), keys=(), origins=("https://evil.test",))
     assert reason_of(SAME, bad_everything) is Reason.VERSION_UNSUPPORTED
-    assert reason_of(SAME, make_request(keys=(), origins=("https://evil.test",))) is Reason.KEY_MISSING
+    assert (
+        reason_of(SAME, make_request(keys=(), origins=("https://evil.test",))) is Reason.KEY_MISSING
+    )
 
 
 # -- origins ------------------------------------------------------------------------------
@@ -401,7 +405,9 @@ def test_server_and_client_preference() -> None:
         subprotocols=["graphql-transport-ws", "graphql-ws"], subprotocol_preference="client"
     )
     request = make_request(subprotocols=offered)
-    assert server.evaluate(request) == Accept("graphql-transport-ws", GOOD_ACCEPT, "https://app.example.com")
+    assert server.evaluate(request) == Accept(
+        "graphql-transport-ws", GOOD_ACCEPT, "https://app.example.com"
+    )
     assert client.evaluate(request) == Accept("graphql-ws", GOOD_ACCEPT, "https://app.example.com")
     no_overlap = server.evaluate(make_request(subprotocols=("mqtt",)))
     assert isinstance(no_overlap, Accept)
@@ -435,7 +441,10 @@ def test_selector_choosing_unoffered_is_refused() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"allow_origins": ["https://*example.com"]}, "invalid origin pattern 'https://\\*example.com'"),
+        (
+            {"allow_origins": ["https://*example.com"]},
+            "invalid origin pattern 'https://\\*example.com'",
+        ),
         ({"allow_origins": ["example.com"]}, "invalid origin pattern 'example.com'"),
         ({"allow_origins": ["https://a.test/path"]}, "invalid origin pattern"),
         ({"allow_origins": ["https://a.*.test"]}, "invalid origin pattern"),
@@ -460,8 +469,9 @@ def test_bad_configuration_names_the_value(kwargs: dict[str, Any], message: str)
 
 @pytest.mark.parametrize("option", ["allow_origins", "allow_hosts", "subprotocols"])
 def test_bare_string_lists_are_type_errors(option: str) -> None:
+    kwargs: dict[str, Any] = {option: "https://a.test"}
     with pytest.raises(TypeError, match=option):
-        HandshakePolicy(**{option: "https://a.test"})
+        HandshakePolicy(**kwargs)
 
 
 def test_policy_is_frozen_and_normalised() -> None:
