@@ -295,8 +295,10 @@ class _Handshake:
                     await self.deny(
                         decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR
                     )
-            if exc is self.denied:
-                return  # our own refusal, come back out of the app: nothing for the server
+            if self.denied is not None and _caused_by(exc, self.denied):
+                # Our own refusal, come back out of the app (perhaps wrapped by the app or
+                # its framework): the client has its answer, nothing for the server.
+                return
             raise
         if self.state == _PENDING:
             if self.client_gone:
@@ -499,6 +501,18 @@ class _Handshake:
         self.mw.auditor.emit(
             self.event(outcome, reason, status, denial, detail, subprotocol, reject)
         )
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+    """Whether ``cause`` is ``exc`` or in its chain of causes and contexts."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if seen is cause:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def decision_reject(decision: Accept | Reject, reason: Reason, detail: str) -> Reject:

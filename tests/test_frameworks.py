@@ -108,3 +108,31 @@ async def test_examples_under_uvicorn(example_servers: dict[str, Server]) -> Non
         assert ws.subprotocol == "graphql-transport-ws"
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+
+def test_starlette_endpoint_choosing_unoffered_subprotocol() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink
+
+    async def endpoint(websocket: WebSocket) -> None:
+        # Starlette turns our HandshakeDenied (an OSError) into WebSocketDisconnect, which
+        # escapes the endpoint: the guard recognises its own refusal and raises nothing.
+        await websocket.accept(subprotocol="never-offered")
+
+    sink = MemorySink()
+    app = HandshakeMiddleware(
+        Starlette(routes=[WebSocketRoute("/ws", endpoint)]),
+        policy=HandshakePolicy(allow_any_origin=True),
+        audit=sink,
+    )
+    client = TestClient(app)  # re-raises any exception that escapes the app
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        client.websocket_connect("/ws", headers=KEY, subprotocols=["chat"]),
+    ):
+        pass
+    assert (denied.value.status_code, denied.value.text) == (500, "app_subprotocol_not_offered\n")
+    assert [e.reason for e in sink.events] == ["app_subprotocol_not_offered"]

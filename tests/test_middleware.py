@@ -4,6 +4,7 @@ the caller's scope untouched, exactly one audit event per handshake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -435,3 +436,30 @@ async def test_default_audit_is_logging(caplog: pytest.LogCaptureFixture) -> Non
     (record,) = caplog.records
     assert "origin_not_allowed" in record.getMessage()
     assert record.ws_handshake["status"] == 403  # type: ignore[attr-defined]
+
+
+async def test_wrapped_refusal_coming_out_of_the_app_is_swallowed() -> None:
+    class AppLevelError(Exception):
+        pass
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "nope"})
+        except HandshakeDenied:
+            raise AppLevelError("the framework wrapped it") from None
+
+    result = await run(app, ws_scope(protocols="chat.v1"))  # nothing escapes
+    assert result.script.sent[0]["status"] == 500
+    assert len(result.sink.events) == 1
+
+
+async def test_unrelated_app_error_after_a_refusal_still_propagates() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        with contextlib.suppress(HandshakeDenied):
+            await send({"type": "websocket.accept", "subprotocol": "nope"})
+        raise KeyError("a real bug")
+
+    with pytest.raises(KeyError, match="a real bug"):
+        await run(app, ws_scope(protocols="chat.v1"))
