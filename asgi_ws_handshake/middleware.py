@@ -371,6 +371,15 @@ class _Handshake:
             await self.deny(reject, Outcome.APP_ERROR)
             self.denied = HandshakeDenied("app_subprotocol_not_offered: handshake refused")
             raise self.denied
+        subprotocol = message.get("subprotocol")
+        listed = self.scope.get("subprotocols")
+        if subprotocol is not None and listed and subprotocol not in listed:
+            # The server only sends what its own scope list holds (hypercorn keeps the last
+            # Sec-WebSocket-Protocol line and raises on anything else): refuse visibly.
+            why = f"the server cannot send subprotocol {subprotocol!r}, it lists only {listed!r}"
+            await self.deny(decision_reject(decision, Reason.INTERNAL_ERROR, why), Outcome.REJECTED)
+            self.denied = HandshakeDenied("internal_error: handshake refused")
+            raise self.denied
         headers = message.get("headers")
         if headers:
             kept = [(n, v) for n, v in headers if not bytes(n).lower().startswith(_RESERVED)]

@@ -284,6 +284,17 @@ SERVER_FIRST: dict[str, dict[str, tuple[Summary, str]]] = {
 }
 assert set(SERVER_FIRST) == set(SERVER_NAMES)
 
+#: Where the middleware answers, but differently on one server: (what the client sees, why).
+MIDDLEWARE_DIFFERS: dict[str, dict[str, tuple[Summary, str]]] = {
+    "hypercorn": {
+        "subprotocol_lines": (
+            Summary(500, reason="internal_error"),
+            "hypercorn can only send a subprotocol from the last Protocol line (it raises on "
+            "others and drops the connection): the middleware refuses visibly instead",
+        ),
+    },
+}
+
 #: Servers that do not pass the app's own accept headers (``x-app``) to the client.
 DROPS_APP_HEADERS = {
     "daphne": "daphne ignores websocket.accept headers",
@@ -301,6 +312,9 @@ def expected(server: str, case: str) -> tuple[Summary, str]:
     first = SERVER_FIRST[server].get(case)
     if first is not None:
         return first
+    differs = MIDDLEWARE_DIFFERS.get(server, {}).get(case)
+    if differs is not None:
+        return differs
     base = BASE[case]
     if base.status != 101 and not DENIAL_EXTENSION[server]:
         # Without websocket.http.response our refusal is websocket.close: sent as 403.

@@ -193,9 +193,12 @@ class Server:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON Lines audit file (a line still being written is skipped)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def start_server(
