@@ -16,6 +16,7 @@ from asgi_ws_handshake import accept_key
 from asgi_ws_handshake.decision import Reason
 from tests import compat
 from tests.compat import CASES, SERVER_NAMES, Observation, expected, observe
+from tests.compat_table import README, expected_table, readme_section, same_but_versions
 from tests.support import Server, running, server_argv
 
 
@@ -80,3 +81,9 @@ def check_refusal(server: Server, seen: Observation, want: compat.Summary) -> No
     upgrade_headers = server.name in compat.UPGRADE_HEADERS_ON_DENIAL
     assert bool(seen.all("sec-websocket-accept")) == upgrade_headers
     assert seen.header("sec-websocket-protocol") is None
+
+
+def test_readme_table_matches_expectations() -> None:
+    # The suite proves the expectations against the servers; this keeps the README in step.
+    # Regenerate with `python -m tests.compat_table`.
+    assert same_but_versions(readme_section(README.read_text()), expected_table())
