@@ -376,7 +376,8 @@ class _Handshake:
         if subprotocol is not None and listed and subprotocol not in listed:
             # The server only sends what its own scope list holds (hypercorn keeps the last
             # Sec-WebSocket-Protocol line and raises on anything else): refuse visibly.
-            why = f"the server cannot send subprotocol {subprotocol!r}, it lists only {listed!r}"
+            # (The detail names no value: subprotocols may carry credentials.)
+            why = "the server cannot send the chosen subprotocol: its scope lists only others"
             await self.deny(decision_reject(decision, Reason.INTERNAL_ERROR, why), Outcome.REJECTED)
             self.denied = HandshakeDenied("internal_error: handshake refused")
             raise self.denied
