@@ -248,9 +248,9 @@ class SinkSpec:
         opts = self.options
         if self.type == "logging":
             sink = LoggingSink(
-                opts.get("logger", "asgi_ws_handshake.audit"),
-                level=_level(opts.get("level", "INFO")),
-                rejected_level=_level(opts.get("rejected_level", "WARNING")),
+                opts["logger"],
+                level=_level(opts["level"]),
+                rejected_level=_level(opts["rejected_level"]),
             )
         elif self.type == "jsonl":
             sink = JSONLinesSink(opts["path"])
@@ -335,7 +335,7 @@ class PolicyFile:
             "policy": describe_policy(self.policy),
             "routes": {glob: describe_policy(p) for glob, p in self.routes.items()},
             "audit": (
-                [{"type": "logging", "logger": "asgi_ws_handshake.audit"}]
+                [_sink_spec(self.source, "audit[0]", {"type": "logging"}).describe()]
                 if self.audit is None
                 else [spec.describe() for spec in self.audit]
             ),
@@ -391,6 +391,13 @@ def _sink_spec(source: str, key: str, data: object) -> SinkSpec:
     for name in _SINK_REQUIRED.get(kind, ()):
         if name not in options:
             raise PolicyFileError(source, f"{key}.{name}", f"required for a {kind!r} sink")
+    if kind == "logging":
+        options = {
+            "logger": "asgi_ws_handshake.audit",
+            "level": "INFO",
+            "rejected_level": "WARNING",
+            **options,
+        }
     if kind == "jsonl":
         path = Path(options["path"])
         if not path.is_absolute() and source != "<mapping>":
@@ -446,9 +453,9 @@ def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> 
     routes: dict[str, HandshakePolicy] = {}
     raw_routes = data.get("routes", {})
     if not isinstance(raw_routes, dict):
-        raise PolicyFileError(source, "routes", "expected a table of [routes.\"/glob\"] tables")
+        raise PolicyFileError(source, "routes", 'expected a table of [routes."/glob"] tables')
     for glob, table in raw_routes.items():
-        prefix = f"routes.\"{glob}\"."
+        prefix = f'routes."{glob}".'
         if not glob.startswith("/") and not glob.startswith("*"):
             raise PolicyFileError(source, prefix[:-1], "a route glob must start with '/' or '*'")
         if not isinstance(table, dict):

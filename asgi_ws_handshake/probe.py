@@ -611,9 +611,7 @@ def run_probe(url: str, options: ProbeOptions | None = None) -> ProbeReport:
             results.append(result)
             continue
         result.status, result.reason = answer.status, answer.reason
-        result.headers = {
-            name: values for name in _RELEVANT if (values := answer.all(name))
-        }
+        result.headers = {name: values for name in _RELEVANT if (values := answer.all(name))}
         result.body = answer.body[:200].decode("utf-8", "replace")
         result.verdict, result.why = _judge(case, answer, keys)
         results.append(result)
