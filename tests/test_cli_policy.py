@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asgi_ws_handshake import HandshakePolicy, JSONLinesSink, LoggingSink, PolicyFileError
+from asgi_ws_handshake import (
+    HandshakePolicy,
+    JSONLinesSink,
+    LoggingSink,
+    PolicyFileError,
+    ThreadedSink,
+)
 from asgi_ws_handshake.cli import main
 from asgi_ws_handshake.config import load_policy_file, parse_policy_file
 
@@ -94,8 +101,9 @@ def test_every_option_round_trips_from_toml(tmp_path: Path) -> None:
     assert middleware.auditor.timeout == 1.5
     assert middleware.redact("my-token") == "<redacted>"
     assert middleware.store.max_keys == 500  # type: ignore[attr-defined]
-    sinks[0].close()  # type: ignore[union-attr]
-    sinks[1].close()  # type: ignore[union-attr]
+    for sink in sinks:
+        assert isinstance(sink, JSONLinesSink | ThreadedSink)
+        sink.close()
 
 
 def test_from_mapping_takes_options_only() -> None:
@@ -159,11 +167,7 @@ def test_bad_policy_files_name_the_file_the_key_and_the_problem(
 def test_redis_store_unavailable_is_a_clear_error(tmp_path: Path) -> None:
     # The Redis store ships separately (asgi_ws_handshake/stores/redis.py); until it is
     # importable, naming it is refused with how to get it.
-    try:
-        import asgi_ws_handshake.stores.redis  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("asgi_ws_handshake.stores.redis") is not None:
         pytest.skip("the redis store is installed here")
     path = write(tmp_path, 'store = { type = "redis", url = "redis://127.0.0.1:6379/0" }')
     with pytest.raises(PolicyFileError) as caught:
