@@ -47,7 +47,12 @@ def unprotected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_protected_server_passes_every_case(protected: Server) -> None:
     done = cli(
-        "probe", protected.url("/ws"), "--origin", ALLOWED_ORIGIN, "--subprotocol", "chat.v1",
+        "probe",
+        protected.url("/ws"),
+        "--origin",
+        ALLOWED_ORIGIN,
+        "--subprotocol",
+        "chat.v1",
         "--json",
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -162,7 +167,10 @@ def wrong_accept(conn: socket.socket) -> None:
     ],
 )
 def test_broken_peers_give_clear_errors(
-    handler: Callable[[socket.socket], None], scheme: str, kind: str, message: str,
+    handler: Callable[[socket.socket], None],
+    scheme: str,
+    kind: str,
+    message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     port, thread = raw_server(handler)
