@@ -15,6 +15,7 @@ from .audit import (
     Outcome,
     ThreadedSink,
 )
+from .config import PolicyFileError
 from .decision import RESPONSES, Accept, Decision, Reason, Reject
 from .key import GUID, accept_key, is_valid_key
 from .middleware import (
@@ -53,6 +54,7 @@ __all__ = [
     "MemoryStore",
     "Origin",
     "Outcome",
+    "PolicyFileError",
     "Reason",
     "Reject",
     "StoreError",

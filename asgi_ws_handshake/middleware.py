@@ -405,8 +405,10 @@ class _Handshake:
                     await self.deny(
                         decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR
                     )
-            if exc is self.denied:
-                return  # our own refusal, come back out of the app: nothing for the server
+            if self.denied is not None and _caused_by(exc, self.denied):
+                # Our own refusal, come back out of the app (perhaps wrapped by the app or
+                # its framework): the client has its answer, nothing for the server.
+                return
             raise
         if self.state == _PENDING:
             if self.client_gone:
@@ -478,6 +480,16 @@ class _Handshake:
             reject = decision_reject(decision, Reason.APP_SUBPROTOCOL_NOT_OFFERED, why)
             await self.deny(reject, Outcome.APP_ERROR)
             self.denied = HandshakeDenied("app_subprotocol_not_offered: handshake refused")
+            raise self.denied
+        subprotocol = message.get("subprotocol")
+        listed = self.scope.get("subprotocols")
+        if subprotocol is not None and listed and subprotocol not in listed:
+            # The server only sends what its own scope list holds (hypercorn keeps the last
+            # Sec-WebSocket-Protocol line and raises on anything else): refuse visibly.
+            # (The detail names no value: subprotocols may carry credentials.)
+            why = "the server cannot send the chosen subprotocol: its scope lists only others"
+            await self.deny(decision_reject(decision, Reason.INTERNAL_ERROR, why), Outcome.REJECTED)
+            self.denied = HandshakeDenied("internal_error: handshake refused")
             raise self.denied
         headers = message.get("headers")
         if headers:
@@ -609,6 +621,18 @@ class _Handshake:
         self.mw.auditor.emit(
             self.event(outcome, reason, status, denial, detail, subprotocol, reject)
         )
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+    """Whether ``cause`` is ``exc`` or in its chain of causes and contexts."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if seen is cause:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def decision_reject(decision: Accept | Reject, reason: Reason, detail: str) -> Reject:

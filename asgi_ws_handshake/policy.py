@@ -8,9 +8,10 @@ and delivery belong to the middleware, which reads their settings from the polic
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from .decision import Accept, Decision, Reason, Reject
 from .key import accept_key, is_valid_key
@@ -201,6 +202,31 @@ class HandshakePolicy:
             raise ValueError(
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> HandshakePolicy:
+        """Build the default policy from a policy-file mapping (see ``config``).
+
+        Routes, audit sinks and the store, when present, are validated too; build them with
+        ``config.parse_policy_file(data).middleware(app)``.
+
+        Raises:
+            PolicyFileError: a ``ValueError`` naming the key and what is wrong.
+        """
+        from .config import parse_policy_file
+
+        return parse_policy_file(data).policy
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> HandshakePolicy:
+        """Read the default policy from a TOML policy file (see ``config``).
+
+        Raises:
+            PolicyFileError: a ``ValueError`` naming the file, the key and what is wrong.
+        """
+        from .config import load_policy_file
+
+        return load_policy_file(path).policy
 
     @property
     def same_origin(self) -> bool:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +193,12 @@ class Server:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON Lines audit file (a line still being written is skipped)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def start_server(
@@ -254,6 +257,49 @@ def uvicorn_argv(ws: str, app: str = "tests.app:app", *extra: str) -> list[str]:
         "info",
         *extra,
     ]
+
+
+def hypercorn_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hypercorn", app, "--bind", "127.0.0.1:{port}", *extra]
+
+
+def daphne_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", *extra, app]
+
+
+def granian_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+        "--no-access-log",
+        *extra,
+        app,
+    ]
+
+
+#: Every server of the compatibility matrix: name -> argv builder taking the app target.
+SERVERS: dict[str, Callable[[str], list[str]]] = {
+    "uvicorn-websockets-sansio": lambda app: uvicorn_argv("websockets-sansio", app),
+    "uvicorn-websockets": lambda app: uvicorn_argv("websockets", app),
+    "uvicorn-wsproto": lambda app: uvicorn_argv("wsproto", app),
+    "hypercorn": hypercorn_argv,
+    "daphne": daphne_argv,
+    "granian": granian_argv,
+}
+
+
+def server_argv(name: str, app: str = "tests.app:app") -> list[str]:
+    """The command that runs ``app`` under the matrix server ``name``."""
+    return SERVERS[name](app)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,505 @@
+"""Policy files: a TOML (or already-parsed) mapping turned into policies, sinks and a store.
+
+Owns the file format, its validation and error messages, and building the middleware from
+it. What each option means is ``HandshakePolicy``'s business; this module only reads values,
+checks their types and names the key that is wrong. Nothing is opened or imported until
+``PolicyFile.middleware()`` builds the pieces, except what validation needs (``module:attr``
+callables and the store's module, so that a typo is caught by ``check-policy``).
+
+Layout (every key optional)::
+
+    allow_origins = ["https://app.example.com"]   # top level: the default HandshakePolicy
+    key_reuse = "reject"
+    store = { type = "memory", max_keys = 100000 } # or { type = "redis", url = "redis://..." }
+
+    [routes."/admin/*"]                            # a complete policy of its own per glob
+    allow_origins = ["https://admin.example.com"]
+
+    [[audit]]                                      # sinks; absent means one logging sink
+    type = "jsonl"
+    path = "audit.jsonl"                           # relative to the policy file
+
+    [middleware]
+    audit_fail_closed = false
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .audit import AuditSink, JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
+from .stores import HandshakeStore, MemoryStore
+
+if TYPE_CHECKING:
+    from .middleware import ASGIApp, HandshakeMiddleware
+    from .policy import HandshakePolicy
+
+__all__ = [
+    "POLICY_OPTIONS",
+    "PolicyFile",
+    "PolicyFileError",
+    "SinkSpec",
+    "StoreSpec",
+    "load_policy_file",
+    "parse_policy",
+    "parse_policy_file",
+]
+
+
+class PolicyFileError(ValueError):
+    """A policy file (or mapping) that cannot be used.
+
+    Attributes:
+        source: the file path, or ``"<mapping>"``.
+        key: the dotted key that is wrong (``routes."/admin/*".key_reuse``), or None for the
+            file as a whole (unreadable, not TOML).
+        problem: what is wrong, lowercase, with the offending value.
+    """
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+# option -> (kind, allows None). Kinds: "str", "bool", "float", "strs", "choice:a|b", "callable".
+POLICY_OPTIONS: dict[str, tuple[str, bool]] = {
+    "allow_origins": ("strs", False),
+    "allow_origin_regex": ("str", True),
+    "allow_any_origin": ("bool", False),
+    "allow_missing_origin": ("bool", False),
+    "allow_null_origin": ("bool", False),
+    "allow_hosts": ("strs", True),
+    "subprotocols": ("strs", False),
+    "require_subprotocol": ("bool", False),
+    "subprotocol_preference": ("choice:server|client", False),
+    "select_subprotocol": ("callable", True),
+    "key_reuse": ("choice:ignore|flag|reject", False),
+    "key_reuse_ttl": ("float", False),
+}
+# Options whose checks in HandshakePolicy do not depend on other options: tried one at a time
+# so that an error names the key that caused it.
+_ALONE = (
+    "allow_origins",
+    "allow_origin_regex",
+    "allow_hosts",
+    "subprotocols",
+    "subprotocol_preference",
+    "key_reuse",
+    "key_reuse_ttl",
+)
+_FILE_TABLES = ("routes", "audit", "store", "middleware")
+_MIDDLEWARE_OPTIONS: dict[str, tuple[str, bool]] = {
+    "audit_fail_closed": ("bool", False),
+    "audit_timeout": ("float", False),
+    "redact_subprotocols": ("strs", False),
+}
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SINK_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
+    "logging": {
+        "logger": ("str", False),
+        "level": ("choice:" + "|".join(_LEVELS), False),
+        "rejected_level": ("choice:" + "|".join(_LEVELS), False),
+    },
+    "jsonl": {"path": ("str", False)},
+    "memory": {"maxlen": ("int", False)},
+    "callable": {"target": ("callable", False), "kwargs": ("table", False)},
+}
+_SINK_REQUIRED = {"jsonl": ("path",), "callable": ("target",)}
+_IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_REDIS_MODULE = "asgi_ws_handshake.stores.redis"
+
+
+def _describe(value: object) -> str:
+    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a number"}
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return names.get(type(value), type(value).__name__)
+
+
+def _import(spec: str) -> Any:
+    """Import ``module:attr.attr``."""
+    module_name, _, attrs = spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attrs.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def _check(source: str, key: str, kind: str, nullable: bool, value: object) -> Any:
+    """Return ``value`` converted for ``kind``, or raise naming the key."""
+
+    def bad(problem: str) -> PolicyFileError:
+        return PolicyFileError(source, key, problem)
+
+    if value is None and nullable:
+        return None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(f"expected true or false, got {_describe(value)} {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad(f"expected a string, got {_describe(value)} {value!r}")
+        return value
+    if kind in ("float", "int"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind == "int":
+            ok = ok and isinstance(value, int)
+        if not ok:
+            expected = "an integer" if kind == "int" else "a number"
+            raise bad(f"expected {expected}, got {_describe(value)} {value!r}")
+        assert isinstance(value, int | float)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(f"expected a finite number, got {value!r}")
+        return float(value) if kind == "float" else value
+    if kind == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(f"expected an array of strings, got {_describe(value)} {value!r}")
+        return list(value)
+    if kind == "table":
+        if not isinstance(value, dict):
+            raise bad(f"expected a table, got {_describe(value)} {value!r}")
+        return dict(value)
+    if kind.startswith("choice:"):
+        choices = kind.removeprefix("choice:").split("|")
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise bad(f"expected one of {listed}, got {value!r}")
+        return value
+    if kind == "callable":
+        if not isinstance(value, str) or not _IMPORT_RE.fullmatch(value):
+            raise bad(f"expected 'module:attribute', got {value!r}")
+        try:
+            obj = _import(value)
+        except Exception as exc:  # ImportError, AttributeError, or the module raised
+            raise bad(f"cannot import {value!r}: {type(exc).__name__}: {exc}") from exc
+        if not callable(obj):
+            raise bad(f"{value!r} is not callable")
+        return obj
+    raise AssertionError(kind)
+
+
+def _unknown(source: str, prefix: str, key: str, known: Iterable[str]) -> PolicyFileError:
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(known)
+    return PolicyFileError(source, prefix + key, f"unknown key; {hint}expected one of: {listed}")
+
+
+def _policy_kwargs(source: str, prefix: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in POLICY_OPTIONS:
+            raise _unknown(source, prefix, key, POLICY_OPTIONS)
+        kind, nullable = POLICY_OPTIONS[key]
+        kwargs[key] = _check(source, prefix + key, kind, nullable, value)
+    return kwargs
+
+
+def parse_policy(
+    data: Mapping[str, Any], *, source: str = "<mapping>", prefix: str = ""
+) -> HandshakePolicy:
+    """Build a ``HandshakePolicy`` from a mapping of its options (no file-level tables).
+
+    Raises:
+        PolicyFileError: an unknown key, a wrong type or a value the policy refuses.
+    """
+    from .policy import HandshakePolicy
+
+    if not isinstance(data, Mapping):
+        raise PolicyFileError(source, prefix.rstrip(".") or None, "expected a table")
+    kwargs = _policy_kwargs(source, prefix, data)
+    for key in _ALONE:
+        if key in kwargs:
+            try:
+                HandshakePolicy(**{key: kwargs[key]})
+            except (TypeError, ValueError) as exc:
+                raise PolicyFileError(source, prefix + key, str(exc)) from None
+    try:
+        return HandshakePolicy(**kwargs)
+    except (TypeError, ValueError) as exc:  # a combination, e.g. allow_any_origin + origins
+        raise PolicyFileError(source, prefix.rstrip(".") or "(top level)", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """An audit sink as configured; ``build()`` creates it."""
+
+    type: str
+    options: Mapping[str, Any]
+    threaded: bool = False
+
+    def build(self) -> AuditSink:
+        sink: Callable[[Any], Any]
+        opts = self.options
+        if self.type == "logging":
+            sink = LoggingSink(
+                opts["logger"],
+                level=_level(opts["level"]),
+                rejected_level=_level(opts["rejected_level"]),
+            )
+        elif self.type == "jsonl":
+            sink = JSONLinesSink(opts["path"])
+        elif self.type == "memory":
+            sink = MemorySink(opts.get("maxlen", 1000))
+        else:
+            target = opts["target"]
+            kwargs = opts.get("kwargs")
+            sink = target(**kwargs) if kwargs is not None else target
+        return ThreadedSink(sink) if self.threaded else sink
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe form (callables as their import string)."""
+        out: dict[str, Any] = {"type": self.type}
+        out.update({k: _plain(v) for k, v in self.options.items()})
+        if self.threaded:
+            out["threaded"] = True
+        return out
+
+
+def _level(name: str) -> int:
+    return {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}[name]
+
+
+def _plain(value: Any) -> Any:
+    if callable(value):
+        module = getattr(value, "__module__", "?")
+        return f"{module}:{getattr(value, '__qualname__', repr(value))}"
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """The store as configured; ``build()`` creates it."""
+
+    type: str = "memory"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> HandshakeStore:
+        if self.type == "memory":
+            return MemoryStore(**self.options)
+        module = importlib.import_module(_REDIS_MODULE)
+        store: HandshakeStore = module.RedisStore(**self.options)
+        return store
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": self.type, **self.options}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFile:
+    """Everything a policy file says: the default policy, routes, sinks, store, options."""
+
+    source: str
+    policy: HandshakePolicy
+    routes: Mapping[str, HandshakePolicy] = field(default_factory=dict)
+    #: None: the middleware's default (one ``LoggingSink``); ``()``: no sinks.
+    audit: tuple[SinkSpec, ...] | None = None
+    store: StoreSpec = field(default_factory=StoreSpec)
+    middleware_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def middleware(self, app: ASGIApp) -> HandshakeMiddleware:
+        """Wrap ``app`` with the configured middleware (opens files, connects stores)."""
+        from .middleware import HandshakeMiddleware
+
+        sinks = None if self.audit is None else [spec.build() for spec in self.audit]
+        return HandshakeMiddleware(
+            app,
+            policy=self.policy,
+            routes=dict(self.routes),
+            audit=sinks,
+            store=self.store.build(),
+            **self.middleware_options,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration, every option explicit, JSON-safe."""
+        return {
+            "source": self.source,
+            "policy": describe_policy(self.policy),
+            "routes": {glob: describe_policy(p) for glob, p in self.routes.items()},
+            "audit": (
+                [_sink_spec(self.source, "audit[0]", {"type": "logging"}).describe()]
+                if self.audit is None
+                else [spec.describe() for spec in self.audit]
+            ),
+            "store": self.store.describe(),
+            "middleware": {
+                "audit_fail_closed": False,
+                "audit_timeout": 2.0,
+                "redact_subprotocols": _default_redact(),
+                **{k: _plain(v) for k, v in self.middleware_options.items()},
+            },
+        }
+
+
+def _default_redact() -> list[str]:
+    from .middleware import DEFAULT_REDACT
+
+    return list(DEFAULT_REDACT)
+
+
+def describe_policy(policy: HandshakePolicy) -> dict[str, Any]:
+    """Every public option of ``policy`` as JSON-safe values."""
+    out: dict[str, Any] = {}
+    for f in fields(policy):
+        if f.name.startswith("_"):
+            continue
+        value = getattr(policy, f.name)
+        if isinstance(value, re.Pattern):
+            value = value.pattern
+        out[f.name] = _plain(value)
+    return out
+
+
+def _sink_spec(source: str, key: str, data: object) -> SinkSpec:
+    if not isinstance(data, dict):
+        raise PolicyFileError(source, key, f"expected a table, got {_describe(data)} {data!r}")
+    kind = data.get("type")
+    if kind not in _SINK_OPTIONS:
+        listed = ", ".join(repr(t) for t in _SINK_OPTIONS)
+        raise PolicyFileError(source, f"{key}.type", f"expected one of {listed}, got {kind!r}")
+    known = _SINK_OPTIONS[kind]
+    options: dict[str, Any] = {}
+    threaded = False
+    for name, value in data.items():
+        if name == "type":
+            continue
+        if name == "threaded":
+            threaded = _check(source, f"{key}.threaded", "bool", False, value)
+            continue
+        if name not in known:
+            raise _unknown(source, f"{key}.", name, [*known, "type", "threaded"])
+        kind_, nullable = known[name]
+        options[name] = _check(source, f"{key}.{name}", kind_, nullable, value)
+    for name in _SINK_REQUIRED.get(kind, ()):
+        if name not in options:
+            raise PolicyFileError(source, f"{key}.{name}", f"required for a {kind!r} sink")
+    if kind == "logging":
+        options = {
+            "logger": "asgi_ws_handshake.audit",
+            "level": "INFO",
+            "rejected_level": "WARNING",
+            **options,
+        }
+    if kind == "jsonl":
+        path = Path(options["path"])
+        if not path.is_absolute() and source != "<mapping>":
+            path = Path(source).resolve().parent / path
+        options["path"] = str(path)
+    if kind == "memory" and options.get("maxlen", 1) < 1:
+        raise PolicyFileError(source, f"{key}.maxlen", f"must be >= 1, got {options['maxlen']}")
+    return SinkSpec(kind, options, threaded)
+
+
+def _store_spec(source: str, data: object) -> StoreSpec:
+    if not isinstance(data, dict):
+        raise PolicyFileError(source, "store", f"expected a table, got {_describe(data)}")
+    kind = data.get("type", "memory")
+    options = {k: v for k, v in data.items() if k != "type"}
+    if kind == "memory":
+        for name, value in options.items():
+            if name != "max_keys":
+                raise _unknown(source, "store.", name, ["type", "max_keys"])
+            _check(source, "store.max_keys", "int", False, value)
+            if value < 1:
+                raise PolicyFileError(source, "store.max_keys", f"must be >= 1, got {value}")
+        return StoreSpec("memory", options)
+    if kind == "redis":
+        if not isinstance(options.get("url"), str):
+            raise PolicyFileError(source, "store.url", "a redis store needs url = 'redis://...'")
+        try:
+            importlib.import_module(_REDIS_MODULE)
+        except ImportError as exc:
+            raise PolicyFileError(
+                source,
+                "store.type",
+                f"the redis store is unavailable ({exc}); install 'asgi-ws-handshake[redis]'",
+            ) from exc
+        return StoreSpec("redis", options)
+    raise PolicyFileError(source, "store.type", f"expected 'memory' or 'redis', got {kind!r}")
+
+
+def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> PolicyFile:
+    """Validate a whole policy-file mapping (as ``tomllib`` returns it).
+
+    Raises:
+        PolicyFileError: naming the source, the key and what is wrong.
+    """
+    if not isinstance(data, Mapping):
+        raise PolicyFileError(source, None, "expected a table")
+    top = {k: v for k, v in data.items() if k not in _FILE_TABLES}
+    for key in top:
+        if key not in POLICY_OPTIONS:
+            raise _unknown(source, "", key, [*POLICY_OPTIONS, *_FILE_TABLES])
+    policy = parse_policy(top, source=source)
+
+    routes: dict[str, HandshakePolicy] = {}
+    raw_routes = data.get("routes", {})
+    if not isinstance(raw_routes, dict):
+        raise PolicyFileError(source, "routes", 'expected a table of [routes."/glob"] tables')
+    for glob, table in raw_routes.items():
+        prefix = f'routes."{glob}".'
+        if not glob.startswith("/") and not glob.startswith("*"):
+            raise PolicyFileError(source, prefix[:-1], "a route glob must start with '/' or '*'")
+        if not isinstance(table, dict):
+            raise PolicyFileError(source, prefix[:-1], f"expected a table, got {_describe(table)}")
+        routes[glob] = parse_policy(table, source=source, prefix=prefix)
+
+    audit: tuple[SinkSpec, ...] | None = None
+    if "audit" in data:
+        raw_audit = data["audit"]
+        if isinstance(raw_audit, dict):  # a single [audit] table
+            raw_audit = [raw_audit]
+        if not isinstance(raw_audit, list):
+            raise PolicyFileError(source, "audit", "expected [[audit]] tables or an array")
+        audit = tuple(_sink_spec(source, f"audit[{i}]", s) for i, s in enumerate(raw_audit))
+
+    store = _store_spec(source, data["store"]) if "store" in data else StoreSpec()
+
+    middleware_options: dict[str, Any] = {}
+    raw_mw = data.get("middleware", {})
+    if not isinstance(raw_mw, dict):
+        raise PolicyFileError(source, "middleware", "expected a table")
+    for name, value in raw_mw.items():
+        if name not in _MIDDLEWARE_OPTIONS:
+            raise _unknown(source, "middleware.", name, _MIDDLEWARE_OPTIONS)
+        kind, nullable = _MIDDLEWARE_OPTIONS[name]
+        middleware_options[name] = _check(source, f"middleware.{name}", kind, nullable, value)
+    timeout = middleware_options.get("audit_timeout")
+    if timeout is not None and timeout <= 0:
+        raise PolicyFileError(source, "middleware.audit_timeout", f"must be > 0, got {timeout}")
+    return PolicyFile(source, policy, routes, audit, store, middleware_options)
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """Read and validate a TOML policy file.
+
+    Raises:
+        PolicyFileError: unreadable, not TOML, or a wrong key, type or value.
+    """
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise PolicyFileError(source, None, f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyFileError(source, None, f"not valid TOML: {exc}") from None
+    return parse_policy_file(data, source=source)

@@ -1,0 +1,388 @@
+"""The live demo: a Starlette chat behind the middleware, a foreign site, a live audit table.
+
+Owns the demo apps, their page and running both servers in one event loop. Needs the
+``demo`` extra (starlette, uvicorn); the CLI imports this module only for ``demo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .audit import AuditEvent, LoggingSink
+from .middleware import HandshakeMiddleware, get_handshake
+from .policy import HandshakePolicy
+from .probe import ProbeOptions, format_report, run_probe
+
+__all__ = ["SUBPROTOCOL", "AuditFeed", "build_apps", "run_demo"]
+
+SUBPROTOCOL = "chat.v1"
+_MAX_TEXT = 500
+
+
+class AuditFeed:
+    """An audit sink that keeps recent events and pushes them to subscribed queues."""
+
+    def __init__(self, history: int = 200, queue_size: int = 500) -> None:
+        self._history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._queue_size = queue_size
+
+    def __call__(self, event: AuditEvent) -> None:
+        row = {
+            "id": event.id,
+            "time": datetime.fromtimestamp(event.time).strftime("%H:%M:%S"),
+            "path": event.path,
+            "origin": event.origin,
+            "subprotocol": event.subprotocol,
+            "outcome": str(event.outcome),
+            "reason": event.reason,
+            "status": event.status,
+        }
+        self._history.append(row)
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled page misses rows
+                queue.put_nowait(row)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+        """A queue pre-filled with the history, fed until the block ends."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._queue_size)
+        for row in self._history:
+            queue.put_nowait(row)
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)
+
+
+async def _events(websocket: WebSocket) -> None:
+    feed: AuditFeed = websocket.app.state.feed
+    await websocket.accept()
+
+    async def pump(queue: asyncio.Queue[dict[str, Any]]) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await websocket.send_text(json.dumps(await queue.get()))
+
+    with feed.subscribe() as queue:
+        task = asyncio.ensure_future(pump(queue))
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _chat(websocket: WebSocket) -> None:
+    room: set[WebSocket] = websocket.app.state.room
+    await websocket.accept()  # the middleware fills in the negotiated subprotocol
+    info = get_handshake(websocket)
+    await websocket.send_text(
+        json.dumps(
+            {
+                "type": "welcome",
+                "subprotocol": info.subprotocol if info else None,
+                "origin": info.origin if info else None,
+                "audit_id": info.audit_id if info else None,
+            }
+        )
+    )
+    room.add(websocket)
+    try:
+        while True:
+            text = (await websocket.receive_text())[:_MAX_TEXT]
+            message = json.dumps({"type": "message", "text": text})
+            for peer in list(room):
+                try:
+                    await peer.send_text(message)
+                except Exception:
+                    room.discard(peer)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        room.discard(websocket)
+
+
+def _page_route(role: str, chat_url: str) -> Route:
+    html = (
+        PAGE.replace("{{ROLE}}", role)
+        .replace("{{CHAT_URL}}", chat_url)
+        .replace("{{SUBPROTOCOL}}", SUBPROTOCOL)
+    )
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return Route("/", page)
+
+
+def build_apps(feed: AuditFeed, main_ws_url: str) -> tuple[HandshakeMiddleware, Starlette]:
+    """The protected chat app and the foreign site that tries to use it.
+
+    Args:
+        feed: the audit sink both pages read their table from.
+        main_ws_url: the chat endpoint's ``ws://`` URL, as the foreign page must call it.
+    """
+    chat = Starlette(
+        routes=[
+            _page_route("protected", ""),
+            WebSocketRoute("/chat", _chat),
+            WebSocketRoute("/events", _events),
+        ]
+    )
+    chat.state.feed = feed
+    chat.state.room = set()
+    # Same-origin (no allow_origins): only pages served by this server may open the chat.
+    policy = HandshakePolicy(subprotocols=[SUBPROTOCOL], key_reuse="reject")
+    protected = HandshakeMiddleware(chat, policy=policy, audit=[feed, LoggingSink()])
+    # The foreign site: another origin serving the same page. Its own /events socket carries
+    # the protected server's audit table (same process, same feed) so the refusal is visible.
+    foreign = Starlette(
+        routes=[_page_route("foreign", main_ws_url), WebSocketRoute("/events", _events)]
+    )
+    foreign.state.feed = feed
+    return protected, foreign
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"cannot listen on {host}:{port}: {exc.strerror} (try --port 0)"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to ``run_demo`` (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_demo(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    foreign_port: int = 8001,
+    *,
+    probe: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the demo until interrupted (or, with ``probe``, until the probe is done).
+
+    Returns:
+        The exit status: 0, or 1 when ``probe`` found a failure.
+    """
+    main_sock = _bind(host, port)
+    try:
+        foreign_sock = _bind(host, foreign_port)
+    except OSError:
+        main_sock.close()
+        raise
+    shown = f"[{host}]" if ":" in host else host
+    main_port = main_sock.getsockname()[1]
+    foreign_port = foreign_sock.getsockname()[1]
+    main_url = f"http://{shown}:{main_port}/"
+    foreign_url = f"http://{shown}:{foreign_port}/"
+    ws_url = f"ws://{shown}:{main_port}/chat"
+
+    feed = AuditFeed()
+    protected, foreign = build_apps(feed, ws_url)
+    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
+    servers = [
+        _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        for app in (protected, foreign)
+    ]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop)
+    tasks = [
+        asyncio.ensure_future(server.serve(sockets=[sock]))
+        for server, sock in zip(servers, (main_sock, foreign_sock), strict=True)
+    ]
+    status = 0
+    try:
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                stop()
+                break
+            await asyncio.sleep(0.02)
+        else:
+            print(f"protected chat:   {main_url}", file=out)
+            print(f"foreign origin:   {foreign_url}  (its handshake is refused)", file=out)
+            print(f"chat endpoint:    {ws_url}", file=out)
+            if probe:
+                options = ProbeOptions(origin=main_url.rstrip("/"), subprotocols=(SUBPROTOCOL,))
+                report = await asyncio.to_thread(run_probe, ws_url, options)
+                print(format_report(report), file=out)
+                status = 0 if report.ok else 1
+                stop()
+            else:
+                print("press Ctrl+C to stop", file=out)
+            out.flush()
+        await asyncio.gather(*tasks)
+    finally:
+        stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        main_sock.close()
+        foreign_sock.close()
+    return status
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn logs this error after every ``websocket.http.response`` denial, although the
+    client got the middleware's response (not a 500); in the demo it would drown the audit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+def configure_logging() -> None:
+    """Show audit lines in the terminal."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    audit = logging.getLogger("asgi_ws_handshake")
+    audit.addHandler(handler)
+    audit.setLevel(logging.INFO)
+    audit.propagate = False
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>asgi-ws-handshake demo ({{ROLE}})</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
+  h1 { font-size: 1.2rem; margin: 0 0 .5rem; }
+  .role { padding: .1rem .4rem; border-radius: 3px; color: #fff; }
+  .role.protected { background: #2a7; } .role.foreign { background: #c33; }
+  main { display: grid; grid-template-columns: minmax(16rem, 1fr) 2fr; gap: 1.5rem; }
+  #status { font-weight: 600; margin: .5rem 0; }
+  #status[data-state=connected] { color: #2a7; } #status[data-state=refused] { color: #c33; }
+  #log { border: 1px solid #ccc; height: 16rem; overflow: auto; padding: .4rem; }
+  table { border-collapse: collapse; width: 100%; font-size: 13px; }
+  th, td { text-align: left; padding: .2rem .4rem; border-bottom: 1px solid #eee; }
+  tr.rejected td { color: #c33; } tr.mine td { font-weight: 600; }
+  code { background: #f4f4f4; padding: 0 .2rem; }
+</style>
+</head>
+<body>
+<h1>asgi-ws-handshake demo: <span class="role {{ROLE}}">{{ROLE}} page</span></h1>
+<p>This page was served by <code id="page-origin"></code> and opens
+  <code id="chat-url"></code> with subprotocol <code>{{SUBPROTOCOL}}</code>.</p>
+<main>
+<section>
+  <div id="status" data-state="connecting">connecting...</div>
+  <div id="log"></div>
+  <form id="form"><input id="text" autocomplete="off" placeholder="say something" disabled>
+    <button disabled>send</button></form>
+</section>
+<section>
+  <h2 style="font-size:1rem">Handshake audit events (live; bold: this page's origin)</h2>
+  <table><thead><tr><th>time</th><th>path</th><th>origin</th><th>subprotocol</th>
+    <th>outcome</th><th>reason</th><th>status</th></tr></thead><tbody id="events"></tbody></table>
+</section>
+</main>
+<script>
+"use strict";
+const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+const chatUrl = "{{CHAT_URL}}" || scheme + location.host + "/chat";
+const statusEl = document.getElementById("status");
+const log = document.getElementById("log");
+const input = document.getElementById("text");
+const button = document.querySelector("#form button");
+document.getElementById("page-origin").textContent = location.origin;
+document.getElementById("chat-url").textContent = chatUrl;
+let opened = false, refused = false, myRefusal = null;
+
+function setStatus(text, state) { statusEl.textContent = text; statusEl.dataset.state = state; }
+function line(text) {
+  const div = document.createElement("div"); div.textContent = text;
+  log.appendChild(div); log.scrollTop = log.scrollHeight;
+}
+function showRefusal() {
+  if (!refused) return;
+  const why = myRefusal ? myRefusal.reason + " (" + myRefusal.status + ")" : "see the audit table";
+  setStatus("refused: " + why, "refused");
+  statusEl.dataset.reason = myRefusal ? myRefusal.reason : "";
+}
+
+const chat = new WebSocket(chatUrl, ["{{SUBPROTOCOL}}"]);
+chat.onopen = () => {
+  opened = true; input.disabled = button.disabled = false;
+  setStatus("connected (subprotocol " + (chat.protocol || "none") + ")", "connected");
+};
+chat.onmessage = (e) => {
+  const m = JSON.parse(e.data);
+  if (m.type === "welcome") line("joined; audit id " + m.audit_id + ", origin " + m.origin);
+  else line(m.text);
+};
+chat.onclose = (e) => {
+  input.disabled = button.disabled = true;
+  if (!opened) { refused = true; showRefusal(); }
+  else setStatus("closed (" + e.code + ")", "closed");
+};
+document.getElementById("form").onsubmit = (e) => {
+  e.preventDefault();
+  if (input.value) { chat.send(input.value); input.value = ""; }
+};
+
+const tbody = document.getElementById("events");
+const events = new WebSocket(scheme + location.host + "/events");
+events.onmessage = (e) => {
+  const row = JSON.parse(e.data);
+  const tr = document.createElement("tr");
+  for (const key of ["time", "path", "origin", "subprotocol", "outcome", "reason", "status"]) {
+    const td = document.createElement("td");
+    td.textContent = row[key] === null ? "" : String(row[key]);
+    tr.appendChild(td);
+    tr.dataset[key] = row[key] === null ? "" : String(row[key]);
+  }
+  if (row.outcome !== "accepted") tr.classList.add("rejected");
+  if (row.origin === location.origin) {
+    tr.classList.add("mine");
+    if (row.path === "/chat" && row.outcome !== "accepted") { myRefusal = row; showRefusal(); }
+  }
+  tbody.prepend(tr);
+};
+</script>
+</body>
+</html>
+"""
