@@ -86,6 +86,12 @@ POLICY_OPTIONS: dict[str, tuple[str, bool]] = {
     "select_subprotocol": ("callable", True),
     "key_reuse": ("choice:ignore|flag|reject", False),
     "key_reuse_ttl": ("float", False),
+    "rate_limit": ("str", True),
+    "rate_limit_total": ("str", True),
+    "max_connections": ("int", True),
+    "max_connections_per_client": ("int", True),
+    "connections_retry_after": ("int", False),
+    "on_store_error": ("choice:open|closed", False),
 }
 # Options whose checks in HandshakePolicy do not depend on other options: tried one at a time
 # so that an error names the key that caused it.
@@ -97,6 +103,12 @@ _ALONE = (
     "subprotocol_preference",
     "key_reuse",
     "key_reuse_ttl",
+    "rate_limit",
+    "rate_limit_total",
+    "max_connections",
+    "max_connections_per_client",
+    "connections_retry_after",
+    "on_store_error",
 )
 _FILE_TABLES = ("routes", "audit", "store", "middleware")
 _MIDDLEWARE_OPTIONS: dict[str, tuple[str, bool]] = {

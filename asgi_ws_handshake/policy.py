@@ -55,7 +55,7 @@ class Rate:
     window: int
 
 
-def parse_rate(value: str) -> Rate:
+def parse_rate(value: str, option: str = "rate") -> Rate:
     """Parse one rate in the ``limits`` notation, such as ``"30/minute"`` or ``"5 per 10 seconds"``.
 
     Raises:
@@ -63,11 +63,11 @@ def parse_rate(value: str) -> Rate:
     """
     match = _RATE.fullmatch(value) if isinstance(value, str) else None
     if match is None or match.group(3).lower() not in _UNITS:
-        raise ValueError(f"invalid rate {value!r}: expected a rate such as '30/minute'")
+        raise ValueError(f"invalid {option} {value!r}: expected a rate such as '30/minute'")
     amount, multiples, unit = match.groups()
     rate = Rate(int(amount), int(multiples or 1) * _UNITS[unit.lower()])
     if rate.limit < 1 or rate.window < 1:
-        raise ValueError(f"invalid rate {value!r}: needs a count and a window of at least 1")
+        raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
     return rate
 
 
@@ -132,9 +132,8 @@ class HandshakePolicy:
     connections_retry_after: int = 5
     on_store_error: Literal["open", "closed"] = "closed"
 
-    #: ``rate_limit`` and ``rate_limit_total`` parsed.
-    client_rate: Rate | None = field(init=False, repr=False, compare=False)
-    total_rate: Rate | None = field(init=False, repr=False, compare=False)
+    _client_rate: Rate | None = field(init=False, repr=False, compare=False)
+    _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -186,11 +185,8 @@ class HandshakePolicy:
             raise ValueError(f"invalid key_reuse_ttl {self.key_reuse_ttl!r}: must be > 0")
         for option in ("rate_limit", "rate_limit_total"):
             value = getattr(self, option)
-            try:
-                rate = None if value is None else parse_rate(value)
-            except ValueError as exc:
-                raise ValueError(f"{option}: {exc}") from None
-            set_(self, "client_rate" if option == "rate_limit" else "total_rate", rate)
+            rate = None if value is None else parse_rate(value, option)
+            set_(self, "_client_rate" if option == "rate_limit" else "_total_rate", rate)
         for option in ("max_connections", "max_connections_per_client"):
             value = getattr(self, option)
             if value is not None and (type(value) is not int or value < 1):
@@ -227,6 +223,16 @@ class HandshakePolicy:
         from .config import load_policy_file
 
         return load_policy_file(path).policy
+
+    @property
+    def client_rate(self) -> Rate | None:
+        """``rate_limit`` parsed."""
+        return self._client_rate
+
+    @property
+    def total_rate(self) -> Rate | None:
+        """``rate_limit_total`` parsed."""
+        return self._total_rate
 
     @property
     def same_origin(self) -> bool:

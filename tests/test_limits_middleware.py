@@ -298,9 +298,9 @@ def test_a_store_that_never_answers_is_cut_off(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"rate_limit": "30/fortnight"}, "rate_limit: invalid rate '30/fortnight'"),
-        ({"rate_limit_total": "many"}, "rate_limit_total: invalid rate 'many'"),
-        ({"rate_limit": "0/minute"}, "invalid rate '0/minute'"),
+        ({"rate_limit": "30/fortnight"}, "invalid rate_limit '30/fortnight'"),
+        ({"rate_limit_total": "many"}, "invalid rate_limit_total 'many'"),
+        ({"rate_limit": "0/minute"}, "invalid rate_limit '0/minute'"),
         ({"max_connections": 0}, "invalid max_connections 0"),
         ({"max_connections_per_client": 2.5}, "invalid max_connections_per_client 2.5"),
         ({"max_connections": True}, "invalid max_connections True"),

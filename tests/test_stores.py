@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_handshake import HandshakeStore, MemoryStore, StoreError
+from asgi_ws_handshake.policy import Rate
 from asgi_ws_handshake.stores.redis import RedisStore
 from tests.redis_server import RedisServer, redis_server
 
@@ -273,3 +274,32 @@ def test_redis_hung_server_times_out_then_recovers(redis: RedisServer) -> None:
 def test_redis_store_validates_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RedisStore(**options)
+
+
+def test_policy_file_configures_limits_and_a_redis_store(redis: RedisServer) -> None:
+    from asgi_ws_handshake.config import parse_policy_file
+
+    data = {
+        "rate_limit": "3/minute",
+        "rate_limit_total": "100 per hour",
+        "max_connections": 4,
+        "max_connections_per_client": 2,
+        "on_store_error": "open",
+        "store": {"type": "redis", "url": redis.url, "prefix": "file:", "lease_ttl": 5.0},
+    }
+    policy_file = parse_policy_file(data)
+    policy = policy_file.policy
+    assert (policy.client_rate, policy.total_rate) == (Rate(3, 60), Rate(100, 3600))
+    assert (policy.max_connections, policy.max_connections_per_client) == (4, 2)
+    assert policy.on_store_error == "open"
+
+    async def scenario() -> bool:
+        store = policy_file.store.build()
+        assert isinstance(store, RedisStore)
+        try:
+            assert (store.prefix, store.lease_ttl) == ("file:", 5.0)
+            return await store.remember_key("from-file", 10)
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(scenario()) is False
