@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import math
 import re
 import tomllib
@@ -130,6 +131,8 @@ _SINK_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
 _SINK_REQUIRED = {"jsonl": ("path",), "callable": ("target",)}
 _IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _REDIS_MODULE = "asgi_ws_handshake.stores.redis"
+#: What the ``redis`` extra installs; the store module itself imports them only when built.
+_REDIS_DEPENDENCIES = ("redis", "limits")
 
 
 def _describe(value: object) -> str:
@@ -436,14 +439,13 @@ def _store_spec(source: str, data: object) -> StoreSpec:
     if kind == "redis":
         if not isinstance(options.get("url"), str):
             raise PolicyFileError(source, "store.url", "a redis store needs url = 'redis://...'")
-        try:
-            importlib.import_module(_REDIS_MODULE)
-        except ImportError as exc:
+        missing = [name for name in _REDIS_DEPENDENCIES if importlib.util.find_spec(name) is None]
+        if missing:
             raise PolicyFileError(
                 source,
                 "store.type",
-                f"the redis store is unavailable ({exc}); install 'asgi-ws-handshake[redis]'",
-            ) from exc
+                f"the redis store needs {', '.join(missing)}: install 'asgi-ws-handshake[redis]'",
+            )
         return StoreSpec("redis", options)
     raise PolicyFileError(source, "store.type", f"expected 'memory' or 'redis', got {kind!r}")
 

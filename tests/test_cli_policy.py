@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from asgi_ws_handshake import (
 )
 from asgi_ws_handshake.cli import main
 from asgi_ws_handshake.config import load_policy_file, parse_policy_file
+from asgi_ws_handshake.middleware import Receive, Scope, Send
 
 FULL = """
 allow_origins = ["https://app.example.com", "https://*.example.com"]
@@ -164,16 +164,30 @@ def test_bad_policy_files_name_the_file_the_key_and_the_problem(
     assert str(error).startswith(f"{path}: {key}: ")
 
 
-def test_redis_store_unavailable_is_a_clear_error(tmp_path: Path) -> None:
-    # The Redis store ships separately (asgi_ws_handshake/stores/redis.py); until it is
-    # importable, naming it is refused with how to get it.
-    if importlib.util.find_spec("asgi_ws_handshake.stores.redis") is not None:
-        pytest.skip("the redis store is installed here")
+def test_redis_store_unavailable_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the redis extra's packages, naming the store is refused with how to get them.
+    monkeypatch.setattr(
+        "asgi_ws_handshake.config._REDIS_DEPENDENCIES", ("redis", "no_such_package_for_tests")
+    )
     path = write(tmp_path, 'store = { type = "redis", url = "redis://127.0.0.1:6379/0" }')
     with pytest.raises(PolicyFileError) as caught:
         load_policy_file(path)
     assert caught.value.key == "store.type"
+    assert "no_such_package_for_tests" in caught.value.problem
     assert "asgi-ws-handshake[redis]" in caught.value.problem
+
+
+def test_redis_store_in_a_policy_file_builds_a_redis_store(tmp_path: Path) -> None:
+    from asgi_ws_handshake.stores.redis import RedisStore
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("never called")
+
+    path = write(tmp_path, 'store = { type = "redis", url = "redis://127.0.0.1:1/0" }')
+    middleware = load_policy_file(path).middleware(app)
+    assert isinstance(middleware.store, RedisStore)
 
 
 @pytest.mark.parametrize(
