@@ -253,6 +253,9 @@ class _Handshake:
             except Exception:
                 logger.exception("store failed while remembering a key; failing open")
                 self.store_error = True
+            except BaseException:  # cancelled while the store answers: still one event
+                self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="cancelled in the store")
+                raise
             if self.key_reused and policy.key_reuse == "reject":
                 # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
                 decision = decision_reject(decision, Reason.KEY_REUSED, "key used before")
@@ -423,10 +426,12 @@ class _Handshake:
                 # No extension (daphne): a close before accept, which servers send as 403.
                 await self.send_({"type": "websocket.close", "code": 1008})
                 status, denial = 403, "close"
-        except Exception:
+        except BaseException as exc:  # the send failed, or the task was cancelled during it
             why = f"{reject.detail}; client left before the refusal"
             self.audit(Outcome.CLIENT_GONE, reject.reason, detail=why, reject=reject)
-            return
+            if isinstance(exc, Exception):
+                return
+            raise
         self.audit(outcome, reject.reason, status, denial, reject.detail, reject=reject)
 
     def event(
