@@ -229,6 +229,15 @@ class _Handshake:
         self.audit_id = mw._ids.next()
 
     async def run(self) -> None:
+        try:
+            await self.handshake()
+        except BaseException:
+            # Cancelled (or failed) while the store answered or a refusal was sent: the
+            # handshake still leaves its one event. A no-op when it was already audited.
+            self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
+            raise
+
+    async def handshake(self) -> None:
         mw = self.mw
         try:
             message = await self.receive_()
@@ -545,10 +554,12 @@ class _Handshake:
                 # No extension (daphne): a close before accept, which servers send as 403.
                 await self.send_({"type": "websocket.close", "code": 1008})
                 status, denial = 403, "close"
-        except Exception:
+        except BaseException as exc:  # the send failed, or the task was cancelled during it
             why = f"{reject.detail}; client left before the refusal"
             self.audit(Outcome.CLIENT_GONE, reject.reason, detail=why, reject=reject)
-            return
+            if isinstance(exc, Exception):
+                return
+            raise
         self.audit(outcome, reject.reason, status, denial, reject.detail, reject=reject)
 
     def event(

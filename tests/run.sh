@@ -26,4 +26,5 @@ echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest --cov=asgi_ws_handshake --cov-branch --cov-report=term "$@"
+.venv/bin/python -m pytest --cov=asgi_ws_handshake --cov-branch --cov-report=term \
+  --cov-fail-under=95 "$@"

@@ -1,0 +1,463 @@
+"""Clients that vanish at every step of the handshake leave nothing behind.
+
+Adapter level: the middleware runs under pure asyncio with a scripted ``receive`` and a
+recording ``send``; the client "vanishes" by a ``websocket.disconnect`` message, by a ``send``
+that raises (the transport is gone) or by the server cancelling the connection's task. After
+each step: exactly one audit event, no task left running, no background audit work pending.
+A real-server check at the end drops raw sockets at each step against uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asgi_ws_handshake import (
+    AuditEvent,
+    HandshakeMiddleware,
+    HandshakePolicy,
+    MemorySink,
+    MemoryStore,
+    Outcome,
+    Reason,
+)
+from tests.soak_support import log_problems, wait_diag
+from tests.support import GOOD_KEY, handshake_lines, new_key, running, uvicorn_argv
+
+Message = dict[str, Any]
+
+ORIGIN = "http://app.test"
+GOOD_HEADERS = [
+    (b"host", b"app.test"),
+    (b"origin", ORIGIN.encode()),
+    (b"sec-websocket-version", b"13"),
+    (b"sec-websocket-key", GOOD_KEY.encode()),
+]
+BAD_HEADERS = [(n, b"http://evil.test" if n == b"origin" else v) for n, v in GOOD_HEADERS]
+
+
+def ws_scope(headers: list[tuple[bytes, bytes]] = GOOD_HEADERS) -> dict[str, Any]:
+    return {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": list(headers),
+        "extensions": {"websocket.http.response": {}},
+        "client": ("127.0.0.1", 50000),
+    }
+
+
+class Script:
+    """Scripted receive: hands out messages in order, then blocks until released."""
+
+    def __init__(self, *messages: Message) -> None:
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        for message in messages:
+            self.queue.put_nowait(message)
+        self.sent: list[Message] = []
+        self.fail_send: BaseException | None = None
+        self.block_send = False
+        self.receiving = 0
+
+    async def receive(self) -> Message:
+        self.receiving += 1
+        return await self.queue.get()
+
+    async def send(self, message: Any) -> None:
+        if self.fail_send is not None:
+            raise self.fail_send
+        if self.block_send:
+            await asyncio.Event().wait()
+        self.sent.append(dict(message))
+
+
+CONNECT: Message = {"type": "websocket.connect"}
+DISCONNECT: Message = {"type": "websocket.disconnect", "code": 1006}
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+
+
+async def settle(mw: HandshakeMiddleware) -> None:
+    """Let cancelled tasks and background sinks finish."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    await asyncio.wait_for(mw.auditor.drain(), 5)
+
+
+async def run_until_cancelled(
+    mw: HandshakeMiddleware, script: Script, ready: Callable[[], bool]
+) -> None:
+    """Start a connection, wait (bounded) until ``ready()``, then cancel it as a server would."""
+    task = asyncio.ensure_future(mw(ws_scope(), script.receive, script.send))
+    for _ in range(1000):
+        if ready() or task.done():
+            break
+        await asyncio.sleep(0)
+    assert ready(), "the connection never reached the step under test"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@contextlib.contextmanager
+def nothing_left_behind() -> Iterator[None]:
+    before = other_tasks()
+    yield
+    leftover = other_tasks() - before
+    assert not leftover, leftover
+
+
+def one_event(sink: MemorySink) -> AuditEvent:
+    assert len(sink.events) == 1, sink.events
+    return sink.events[0]
+
+
+# -- before connect ----------------------------------------------------------------------------
+
+
+async def test_gone_before_connect() -> None:
+    sink = MemorySink()
+    called: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(scope)
+
+    mw = HandshakeMiddleware(app, audit=sink)
+    script = Script(DISCONNECT)
+    with nothing_left_behind():
+        await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason, event.status) == (Outcome.CLIENT_GONE, "client_gone", None)
+    assert script.sent == []
+    assert called == []
+
+
+async def test_receive_raises_before_connect() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, audit=sink)
+    script = Script()
+
+    async def receive() -> Message:
+        raise ConnectionResetError("peer reset")
+
+    with nothing_left_behind():
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(mw(ws_scope(), receive, script.send), 5)
+        await settle(mw)
+    assert one_event(sink).outcome == Outcome.CLIENT_GONE
+
+
+async def test_cancelled_while_waiting_for_connect() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, audit=sink)
+    script = Script()  # never delivers websocket.connect
+    with nothing_left_behind():
+        await run_until_cancelled(mw, script, lambda: script.receiving == 1)
+        await settle(mw)
+    assert one_event(sink).outcome == Outcome.CLIENT_GONE
+
+
+# -- between connect and decision ----------------------------------------------------------------
+
+
+class StallingStore(MemoryStore):
+    """A store whose key check never returns (an unreachable Redis without a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = False
+
+    async def remember_key(self, key: str, ttl: float) -> bool:
+        self.entered = True
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_cancelled_while_the_store_is_consulted() -> None:
+    sink = MemorySink()
+    store = StallingStore()
+    mw = HandshakeMiddleware(echo_app, policy=HandshakePolicy(), audit=sink, store=store)
+    script = Script(CONNECT)
+    with nothing_left_behind():
+        await run_until_cancelled(mw, script, lambda: store.entered)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason, event.status) == (Outcome.CLIENT_GONE, "client_gone", None)
+    assert script.sent == []
+
+
+async def test_cancelled_while_the_refusal_is_sent() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, audit=sink)
+    script = Script(CONNECT)
+    script.block_send = True
+    task = asyncio.ensure_future(mw(ws_scope(BAD_HEADERS), script.receive, script.send))
+    with nothing_left_behind():
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason, event.status) == (
+        Outcome.CLIENT_GONE,
+        Reason.ORIGIN_NOT_ALLOWED,
+        None,
+    )
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("gone"), RuntimeError("closed")])
+async def test_refusal_to_a_vanished_client(error: Exception) -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, audit=sink)
+    script = Script(CONNECT)
+    script.fail_send = error
+    with nothing_left_behind():
+        await asyncio.wait_for(mw(ws_scope(BAD_HEADERS), script.receive, script.send), 5)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason, event.denial) == (
+        Outcome.CLIENT_GONE,
+        Reason.ORIGIN_NOT_ALLOWED,
+        None,
+    )
+
+
+async def test_gone_while_the_app_decides() -> None:
+    """The client leaves after connect; the app sees the disconnect and returns unanswered."""
+    sink = MemorySink()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the replayed connect
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    mw = HandshakeMiddleware(slow_app, audit=sink)
+    script = Script(CONNECT, DISCONNECT)
+    with nothing_left_behind():
+        await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason) == (Outcome.CLIENT_GONE, "client_gone")
+    assert script.sent == []  # no refusal sent into a closed connection
+
+
+async def test_cancelled_while_the_app_decides() -> None:
+    sink = MemorySink()
+    entered = asyncio.Event()
+
+    async def stuck_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        entered.set()
+        await asyncio.Event().wait()
+
+    mw = HandshakeMiddleware(stuck_app, audit=sink)
+    with nothing_left_behind():
+        await run_until_cancelled(mw, Script(CONNECT), entered.is_set)
+        await settle(mw)
+    assert one_event(sink).outcome == Outcome.CLIENT_GONE
+
+
+# -- during a slow audit sink --------------------------------------------------------------------
+
+
+class SlowSink:
+    """An async sink that takes ``delay`` seconds (or forever), counting starts and ends."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.delay = delay
+        self.started = 0
+        self.finished = 0
+
+    async def __call__(self, event: AuditEvent) -> None:
+        self.started += 1
+        if self.delay is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(self.delay)
+        self.finished += 1
+
+
+@pytest.mark.parametrize("headers", [GOOD_HEADERS, BAD_HEADERS], ids=["accepted", "refused"])
+async def test_stalled_sink_is_bounded_and_leaves_no_task(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    memory, slow = MemorySink(), SlowSink(None)
+    mw = HandshakeMiddleware(
+        echo_app,
+        policy=HandshakePolicy(allow_origins=[ORIGIN]),
+        audit=[slow, memory],
+        audit_timeout=0.05,
+    )
+    script = Script(CONNECT, DISCONNECT)
+    with nothing_left_behind():
+        await asyncio.wait_for(mw(ws_scope(headers), script.receive, script.send), 5)
+        # The handshake did not wait for the sink: it was answered while the sink still runs.
+        assert script.sent
+        assert slow.started == 1
+        assert len(mw.auditor._pending) == 1
+        await settle(mw)  # the sink's timeout ends it
+    assert mw.auditor._pending == set()
+    assert (slow.finished, mw.auditor.failures) == (0, 1)
+    assert len(memory.events) == 1
+
+
+async def test_gone_during_a_slow_fail_closed_sink() -> None:
+    """fail-closed: the accept waits for the sink; the client leaves meanwhile."""
+    memory, slow = MemorySink(), SlowSink(0.01)
+    mw = HandshakeMiddleware(
+        echo_app,
+        policy=HandshakePolicy(allow_origins=[ORIGIN]),
+        audit=[memory, slow],
+        audit_fail_closed=True,
+    )
+    script = Script(CONNECT, DISCONNECT)
+    script.fail_send = ConnectionResetError("gone while the audit was written")
+    with nothing_left_behind():
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
+        await settle(mw)
+    # In fail-closed mode the event is written before the accept goes out, so it is the one
+    # event of this handshake (it records the decision, not the transport's fate).
+    assert len(memory.events) == 1
+    assert slow.finished == 1
+
+
+async def test_cancelled_during_a_fail_closed_sink() -> None:
+    memory, slow = MemorySink(), SlowSink(None)
+    mw = HandshakeMiddleware(
+        echo_app,
+        policy=HandshakePolicy(allow_origins=[ORIGIN]),
+        audit=[memory, slow],
+        audit_fail_closed=True,
+        audit_timeout=30,
+    )
+    with nothing_left_behind():
+        await run_until_cancelled(mw, Script(CONNECT), lambda: slow.started == 1)
+        await settle(mw)
+    assert len(memory.events) == 1
+    assert slow.finished == 0
+
+
+# -- right after accept --------------------------------------------------------------------------
+
+
+async def test_gone_right_after_accept() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, policy=HandshakePolicy(allow_origins=[ORIGIN]), audit=sink)
+    script = Script(CONNECT, DISCONNECT)
+    with nothing_left_behind():
+        await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.status) == (Outcome.ACCEPTED, 101)
+    assert [m["type"] for m in script.sent] == ["websocket.accept"]
+
+
+async def test_gone_while_the_accept_is_sent() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, policy=HandshakePolicy(allow_origins=[ORIGIN]), audit=sink)
+    script = Script(CONNECT)
+    script.fail_send = ConnectionResetError("gone")
+    with nothing_left_behind():
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
+        await settle(mw)
+    event = one_event(sink)
+    assert (event.outcome, event.reason, event.status) == (Outcome.CLIENT_GONE, "client_gone", None)
+
+
+async def test_cancelled_after_accept() -> None:
+    sink = MemorySink()
+    mw = HandshakeMiddleware(echo_app, policy=HandshakePolicy(allow_origins=[ORIGIN]), audit=sink)
+    script = Script(CONNECT)
+    with nothing_left_behind():
+        await run_until_cancelled(mw, script, lambda: bool(script.sent))
+        await settle(mw)
+    assert one_event(sink).outcome == Outcome.ACCEPTED
+
+
+async def test_many_vanishing_clients_leave_no_state() -> None:
+    """A burst of connections abandoned at random steps: one event each, nothing pending."""
+    sink = MemorySink(maxlen=10_000)
+    slow = SlowSink(None)
+    mw = HandshakeMiddleware(
+        echo_app,
+        policy=HandshakePolicy(allow_origins=[ORIGIN]),
+        audit=[sink, slow],
+        audit_timeout=0.05,
+    )
+    steps: list[Callable[[], Awaitable[None]]] = []
+    for n in range(300):
+        headers = GOOD_HEADERS if n % 3 else BAD_HEADERS
+        headers = [(k, new_key().encode() if k == b"sec-websocket-key" else v) for k, v in headers]
+        script = Script(*[(DISCONNECT,), (CONNECT, DISCONNECT), (CONNECT,)][n % 3])
+        if n % 5 == 0:
+            script.fail_send = ConnectionResetError("gone")
+
+        async def one(script: Script = script, headers: Any = headers) -> None:
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                await asyncio.wait_for(mw(ws_scope(headers), script.receive, script.send), 0.2)
+
+        steps.append(one)
+    with nothing_left_behind():
+        await asyncio.gather(*(step() for step in steps))
+        await settle(mw)
+    assert len(sink.events) == 300
+    assert len({event.id for event in sink.events}) == 300
+    assert mw.auditor._pending == set()
+
+
+# -- real server -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto"])
+def test_real_server_vanishing_clients(ws: str, tmp_path: Path) -> None:
+    """Raw sockets dropped at each step against uvicorn, with a slow async audit sink."""
+    argv = uvicorn_argv(ws, "tests.soak_app:app")
+    env = {"WSH_SLOW_SINK": "0.3"}
+    with running(f"vanish-{ws}", argv, tmp_path, env=env) as server:
+        baseline = wait_diag(server, pending_audits=0)
+        complete = 0
+        for n in range(20):
+            step = n % 4
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            request = handshake_lines(
+                server.host,
+                path=f"/ws/vanish-{n}",
+                origin="http://allowed.test" if n // 4 % 2 else "http://evil.test",
+                key=new_key(),
+            )
+            if step == 1:  # half a request head
+                sock.sendall(request[:30])
+            elif step >= 2:  # the whole head; step 3 also waits for the answer's first bytes
+                sock.sendall(request)
+                complete += 1
+                if step == 3:
+                    sock.recv(1)
+            sock.close()  # step 0: connect and vanish
+        events = server.wait_events(complete)
+        after = wait_diag(server, pending_audits=0, tasks=baseline["tasks"])
+        assert len(events) == complete
+        assert len({e["id"] for e in events}) == complete
+        assert after["tasks"] == baseline["tasks"]
+        assert after["pending_audits"] == 0
+        assert after["slow_sink_started"] == complete
+    assert {e["outcome"] for e in events} == {"accepted", "rejected"}
+    assert log_problems(server, events) == []
