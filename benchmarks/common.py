@@ -13,20 +13,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
-Measure = Callable[[], float]
+T = TypeVar("T")
 
 
-def alternate(variants: Mapping[str, Measure], rounds: int) -> dict[str, list[float]]:
+def alternate(variants: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
     """Run each variant once per round, rotating the order; return every round's value."""
     names = list(variants)
-    results: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[T]] = {name: [] for name in names}
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
+from asgi_ws_handshake.middleware import ASGIApp, Message, Scope
 from benchmarks.common import (
     alternate,
     emit,
@@ -30,9 +32,6 @@ from benchmarks.common import (
     table,
     verdict,
 )
-
-from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
-from asgi_ws_handshake.middleware import ASGIApp, Message, Scope
 
 ALLOWED = ["https://app.example.com", "https://*.example.com"]
 CHANNELS_ALLOWED = ["https://app.example.com", "https://.example.com"]  # Channels' spelling
