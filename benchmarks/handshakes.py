@@ -87,14 +87,19 @@ def render(result: dict[str, Any]) -> str:
     return head + "\n" + table(["variant", "handshakes/s", "server CPU µs/handshake"], rows)
 
 
+#: (rounds, count, threads)
+FULL = (9, 600, 3)
+QUICK = (2, 30, 3)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--count", type=int, default=600)
-    p.add_argument("--threads", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=FULL[0])
+    p.add_argument("--count", type=int, default=FULL[1])
+    p.add_argument("--threads", type=int, default=FULL[2])
     p.add_argument("--ws", default=WS, help="uvicorn --ws implementation")
     args = p.parse_args(argv)
-    rounds, count = (2, 30) if args.quick else (args.rounds, args.count)
+    rounds, count = QUICK[:2] if args.quick else (args.rounds, args.count)
     result = run(rounds, count, args.threads, args.ws)
     emit(result, render(result), args.json)
 

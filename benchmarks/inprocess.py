@@ -301,12 +301,17 @@ def render(result: dict[str, Any]) -> str:
     return head + "\n" + table(["variant", "µs/call", "µs added", "ratio"], rows)
 
 
+#: (rounds, count)
+FULL = (15, 2000)
+QUICK = (3, 50)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=FULL[0])
+    p.add_argument("--count", type=int, default=FULL[1])
     args = p.parse_args(argv)
-    rounds, count = (3, 50) if args.quick else (args.rounds, args.count)
+    rounds, count = QUICK if args.quick else (args.rounds, args.count)
     result = run(rounds, count)
     emit(result, render(result), args.json)
 

@@ -120,15 +120,20 @@ def render(result: dict[str, Any]) -> str:
     return head + "\n" + table(["variant", "messages/s", "server CPU µs/message"], rows)
 
 
+#: (rounds, count, threads, window)
+FULL = (9, 12000, 2, 8)
+QUICK = (2, 64, 2, 8)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--count", type=int, default=12000)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=FULL[0])
+    p.add_argument("--count", type=int, default=FULL[1])
+    p.add_argument("--threads", type=int, default=FULL[2])
+    p.add_argument("--window", type=int, default=FULL[3])
     p.add_argument("--ws", default=WS, help="uvicorn --ws implementation")
     args = p.parse_args(argv)
-    rounds, count = (2, 64) if args.quick else (args.rounds, args.count)
+    rounds, count = QUICK[:2] if args.quick else (args.rounds, args.count)
     result = run(rounds, count, args.threads, args.window, args.ws)
     emit(result, render(result), args.json)
 
