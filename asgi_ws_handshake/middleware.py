@@ -157,6 +157,8 @@ class HandshakeMiddleware:
             sinks = audit
         self.auditor = Auditor(sinks, fail_closed=audit_fail_closed, timeout=audit_timeout)
         self.store: HandshakeStore = store if store is not None else MemoryStore()
+        # Exactly the built-in class (a subclass may override with I/O): answers inline.
+        self._inline_store = type(self.store) is MemoryStore
         self._redact = redactor(redact_subprotocols)
         self._clock = clock
         self._ids = _Ids()
@@ -302,6 +304,8 @@ class _Handshake:
                 call.close()
             raise StoreError("the store already failed during this handshake")
         try:
+            if self.mw._inline_store:  # the built-in memory store never suspends: no deadline
+                return await call
             async with asyncio.timeout(_STORE_DEADLINE):
                 return await call
         except Exception as exc:  # StoreError, the backstop's TimeoutError, or a store bug
@@ -581,14 +585,20 @@ class _Handshake:
         if not keys:
             key_valid = None if request.http_version in _NO_KEY_VERSIONS else False
         else:
-            key_valid = len(keys) == 1 and is_valid_key(keys[0])
+            # The policy computes an accept value only for a single valid key: don't recheck it.
+            key_valid = expected is not None or (len(keys) == 1 and is_valid_key(keys[0]))
             if key_valid and expected is None:
                 expected = accept_key(keys[0])
         offered = request.subprotocols
         if offered:
-            offered = tuple(map(mw.redact, offered))
-            if subprotocol is not None:
-                subprotocol = mw.redact(subprotocol)
+            redacted = tuple(map(mw.redact, offered))
+            if subprotocol is not None:  # usually one of the offered: redact it only once
+                subprotocol = (
+                    redacted[offered.index(subprotocol)]
+                    if subprotocol in offered
+                    else mw.redact(subprotocol)
+                )
+            offered = redacted
         client = request.client
         return AuditEvent(
             id=self.audit_id,

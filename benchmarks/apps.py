@@ -1,0 +1,57 @@
+"""The ASGI apps the end-to-end benchmarks run under uvicorn: ``bare`` and ``guarded``.
+
+``bare`` accepts every socket and echoes each message; ``guarded`` is the same app behind the
+full policy (origin patterns, subprotocol negotiation, key-reuse store, audit to a memory
+sink). Both answer ``GET /cpu`` with the server process's CPU seconds, so the client can
+report server CPU per handshake or message next to the wall-clock rate.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
+from asgi_ws_handshake.middleware import Receive, Scope, Send
+
+ALLOWED = ["https://app.example.com", "https://*.example.com"]
+SUBPROTOCOLS = ["graphql-transport-ws", "graphql-ws"]
+
+
+async def _cpu(send: Send) -> None:
+    body = b"%.9f" % time.process_time()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def bare(scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "http":
+        await _cpu(send)
+        return
+    if kind != "websocket":  # lifespan: not supported, uvicorn carries on
+        raise RuntimeError(f"unsupported scope {kind!r}")
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+guarded = HandshakeMiddleware(
+    bare,
+    policy=HandshakePolicy(allow_origins=ALLOWED, subprotocols=SUBPROTOCOLS, key_reuse="flag"),
+    audit=MemorySink(),
+    store=MemoryStore(),
+)

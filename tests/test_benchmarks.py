@@ -1,0 +1,102 @@
+"""The benchmarks' quick modes run and print well-formed tables and JSON (never timed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import run_all
+from tests.support import ROOT
+
+BENCHMARKS = {
+    "inprocess": ["us_per_call", "ours_added_us", "refused_us", "http_added_us"],
+    "handshakes": ["per_second", "server_cpu_us", "rate_ratio", "cpu_ratio"],
+    "messages": ["per_second", "server_cpu_us", "rate_ratio", "cpu_ratio"],
+    "memory": ["bytes_per_key", "burst"],
+}
+
+
+def run_quick(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def assert_table(text: str) -> None:
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3, text
+    widths = {len(row) for row in rows}
+    assert len(widths) == 1, f"ragged table:\n{text}"
+    assert set(rows[1]) <= {"|", "-"}, rows[1]
+    columns = rows[0].count("|")
+    assert all(row.count("|") == columns for row in rows), text
+
+
+def numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("bench")
+    return {name: run_quick(name, tmp) for name in BENCHMARKS}
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_quick_mode_prints_a_table_and_json(
+    name: str, results: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    stdout, data = results[name]
+    assert_table(stdout)
+    assert data["benchmark"] == name
+    for key in BENCHMARKS[name]:
+        assert key in data, key
+        values = numbers(data[key])
+        assert values, key
+        assert all(v >= 0 and v == v for v in values), (key, data[key])
+    assert {"cpu", "cores", "python"} <= set(data["machine"])
+
+
+def test_inprocess_compares_with_channels(
+    results: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    pytest.importorskip("channels")
+    _, data = results["inprocess"]
+    assert {"bare", "ours", "channels", "ours_refused", "http_ours"} <= set(data["us_per_call"])
+    assert "ratio_to_channels" in data
+
+
+def test_readme_section_goes_between_the_markers_only(
+    results: dict[str, tuple[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    combined: dict[str, Any] = {name: data for name, (_, data) in results.items()}
+    combined["machine"] = combined["memory"]["machine"]
+    readme = tmp_path / "README.md"
+    before, after = "# x\n\nintro\n\n", "\n\n## Next\n\ntext\n"
+    readme.write_text(f"{before}{run_all.START}\nold\n{run_all.END}{after}")
+    section = run_all.readme_section(combined)
+    run_all.write_readme(readme, section)
+    run_all.write_readme(readme, section)  # idempotent
+    text = readme.read_text()
+    assert text == f"{before}{run_all.START}\n{section}\n{run_all.END}{after}"
+    assert_table(section)
+    assert run_all.COMMAND in section
