@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import inspect
 import json
 import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "AuditEvent",
@@ -31,7 +31,6 @@ __all__ = [
     "ThreadedSink",
 ]
 
-import enum
 
 logger = logging.getLogger("asgi_ws_handshake")
 
@@ -49,9 +48,12 @@ class Outcome(enum.StrEnum):
     CLIENT_GONE = "client_gone"  # the client left before the handshake was answered
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """What one handshake was and how it ended. Holds no header outside an allowlist."""
+class AuditEvent(NamedTuple):
+    """What one handshake was and how it ended. Holds no header outside an allowlist.
+
+    A ``NamedTuple``: immutable, and several times cheaper to build than a frozen dataclass
+    of 22 fields, on a path every handshake takes.
+    """
 
     id: str
     #: Seconds since the epoch (UTC) when the outcome was known.
@@ -85,7 +87,7 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as JSON-safe values (``time`` as ISO 8601 UTC)."""
-        data = asdict(self)
+        data = self._asdict()
         data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat()
         data["subprotocols"] = list(self.subprotocols)
         data["outcome"] = str(self.outcome)

@@ -15,8 +15,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .audit import AuditEvent, Auditor, AuditSink, LoggingSink, Outcome
 from .decision import Accept, Reason, Reject
@@ -48,6 +47,7 @@ logger = logging.getLogger("asgi_ws_handshake")
 DEFAULT_REDACT = ("*bearer*", "*token*", "*authorization*", "*secret*", "*password*", "eyj*")
 _REDACT_LONGER_THAN = 64
 _REDACTED = "<redacted>"
+_REDACT_CACHE = 1024
 _CAP = 256  # the most characters of a header value an audit event keeps
 _STATE_KEY = "ws_handshake"
 _NO_KEY_VERSIONS = ("2", "3")
@@ -67,8 +67,7 @@ class HandshakeDenied(OSError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeInfo:
+class HandshakeInfo(NamedTuple):
     """What the middleware decided, as the downstream app sees it."""
 
     audit_id: str
@@ -160,6 +159,7 @@ class HandshakeMiddleware:
         # Exactly the built-in class (a subclass may override with I/O): answers inline.
         self._inline_store = type(self.store) is MemoryStore
         self._redact = redactor(redact_subprotocols)
+        self._redacted: dict[str, str] = {}
         self._clock = clock
         self._ids = _Ids()
 
@@ -178,10 +178,18 @@ class HandshakeMiddleware:
 
     def redact(self, value: str) -> str:
         """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
+        cached = self._redacted.get(value)
+        if cached is not None:
+            return cached
         regex = self._redact
         if len(value) > _REDACT_LONGER_THAN or (regex is not None and regex.match(value)):
-            return _REDACTED
-        return value
+            result = _REDACTED
+        else:
+            result = value
+        if len(self._redacted) >= _REDACT_CACHE:
+            self._redacted.clear()  # bounded: random values cannot grow it
+        self._redacted[value] = result
+        return result
 
 
 # Where a handshake stands, as seen from the app's send.
@@ -600,28 +608,35 @@ class _Handshake:
                 )
             offered = redacted
         client = request.client
-        return AuditEvent(
-            id=self.audit_id,
-            time=mw._clock(),
-            duration=time.perf_counter() - self.started,
-            client=f"{client[0]}:{client[1]}" if client else None,
-            path=request.path,
-            route=self.route,
-            host=_cap(request.hosts),
-            origin=_cap(request.origins),
-            subprotocols=offered,
-            subprotocol=subprotocol,
-            version=_cap((", ".join(request.versions),)) if request.versions else None,
-            key=_cap(keys),
-            key_valid=key_valid,
-            expected_accept=expected,
-            key_reused=self.key_reused,
-            outcome=outcome,
-            reason=reason,
-            status=status,
-            denial=denial,
-            detail=detail,
-            store_error=self.store_error,
+        versions = request.versions
+        # Positional, in AuditEvent's field order: the cheapest way to build the tuple.
+        return tuple.__new__(
+            AuditEvent,
+            (
+                self.audit_id,
+                mw._clock(),
+                time.perf_counter() - self.started,
+                f"{client[0]}:{client[1]}" if client else None,
+                request.path,
+                self.route,
+                _cap(request.hosts),
+                _cap(request.origins),
+                offered,
+                subprotocol,
+                (versions[0] if len(versions) == 1 else _cap((", ".join(versions),)))
+                if versions
+                else None,
+                _cap(keys),
+                key_valid,
+                expected,
+                self.key_reused,
+                outcome,
+                reason,
+                status,
+                denial,
+                detail,
+                self.store_error,
+            ),
         )
 
     def audit(

@@ -135,6 +135,7 @@ class HandshakePolicy:
     _client_rate: Rate | None = field(init=False, repr=False, compare=False)
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
+    _same_origin: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -149,6 +150,7 @@ class HandshakePolicy:
                 "allow_any_origin=True conflicts with allow_origins/allow_origin_regex: choose one"
             )
         set_(self, "_origin_matcher", matcher)
+        set_(self, "_same_origin", not (self.allow_any_origin or matcher))
 
         names: set[str] = set()
         suffixes: list[str] = []
@@ -237,7 +239,7 @@ class HandshakePolicy:
     @property
     def same_origin(self) -> bool:
         """True when the policy falls back to the same-origin rule."""
-        return not (self.allow_any_origin or self._origin_matcher)
+        return self._same_origin
 
     def _host_allowed(self, host: str) -> bool:
         if host in self._host_names:
@@ -277,7 +279,7 @@ class HandshakePolicy:
 
         # RFC 9110 7.2: one Host. Needed for the same-origin rule and the Host allowlist.
         host: tuple[str, int | None] | None = None
-        same_origin = self.same_origin
+        same_origin = self._same_origin
         if same_origin or self.allow_hosts is not None:
             if len(request.hosts) != 1:
                 return Reject.because(
@@ -393,4 +395,4 @@ class HandshakePolicy:
                 expected_accept=expected_accept,
                 origin=origin_value,
             )
-        return Accept(chosen, expected_accept, origin_value)
+        return tuple.__new__(Accept, (chosen, expected_accept, origin_value))

@@ -9,8 +9,7 @@ raises on header content. Judging the values is left to the policy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["HandshakeRequest"]
 
@@ -33,13 +32,15 @@ def _items(lines: list[str]) -> tuple[str, ...]:
     return tuple(item.strip(_OWS) for line in lines for item in line.split(","))
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeRequest:
+class HandshakeRequest(NamedTuple):
     """The parts of an opening handshake that the policy judges.
 
     Repeated headers keep every value, in order: ``origins``, ``versions`` and ``keys`` hold one
     item per header line and per comma-separated element of a line, so a daphne-joined
     ``"a, b"`` and two separate lines give the same request.
+
+    A ``NamedTuple`` rather than a frozen dataclass: just as immutable, and built several
+    times faster, which matters on a path every handshake takes.
     """
 
     path: str = "/"
@@ -65,54 +66,60 @@ class HandshakeRequest:
         Tolerates every byte sequence in header names and values and reads the optional scope
         keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
         """
-        found: tuple[list[str], list[str], list[str], list[str], list[str]] = (
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
+        origin_lines: list[str] = []
+        host_lines: list[str] = []
+        version_lines: list[str] = []
+        key_lines: list[str] = []
+        protocol_lines: list[str] = []
+        found = (origin_lines, host_lines, version_lines, key_lines, protocol_lines)
         fields = _FIELDS
         for name, value in scope.get("headers") or ():
             index = fields.get(name)
             if index is None:
-                if name.islower() or not isinstance(name, bytes):
+                # ASGI names are lowercase; a server that forgot is still read, never skipped.
+                if type(name) is not bytes or name.islower():
                     continue
                 index = fields.get(name.lower())
                 if index is None:
                     continue
-            if isinstance(value, bytes):
+            if type(value) is bytes:
                 found[index].append(value.decode("latin-1").strip(_OWS))
-        origin_lines, host_lines, version_lines, key_lines, protocol_lines = found
 
         if protocol_lines:
-            offered = tuple(item for item in _items(protocol_lines) if item)
+            offered = tuple([item for item in _items(protocol_lines) if item])
         else:
             # uvicorn's wsproto backend removes the header and leaves only this list.
             fallback = scope.get("subprotocols") or ()
-            offered = tuple(item for item in fallback if isinstance(item, str) and item)
+            offered = tuple([item for item in fallback if type(item) is str and item])
 
-        extensions = scope.get("extensions")
         client = scope.get("client")
-        if client is not None:
+        if client is not None and not (
+            type(client) is tuple
+            and len(client) == 2
+            and type(client[0]) is str
+            and type(client[1]) is int
+        ):
             try:
                 host_part, port_part = client
-                client = (
-                    str(host_part),
-                    int(port_part),
-                )  # granian gives ports as strings
+                client = (str(host_part), int(port_part))  # granian: the port as a string
             except (TypeError, ValueError):
                 client = None
-        return cls(
-            path=str(scope.get("path", "/")),
-            hosts=tuple(host_lines),
-            origins=_items(origin_lines) if origin_lines else (),
-            versions=_items(version_lines) if version_lines else (),
-            keys=_items(key_lines) if key_lines else (),
-            subprotocols=offered,
-            http_version=str(scope.get("http_version", "1.1")),
-            scheme=str(scope.get("scheme", "ws")),
-            client=client,
-            denial_response=isinstance(extensions, Mapping)
-            and "websocket.http.response" in extensions,
+        extensions = scope.get("extensions")
+        path = scope.get("path", "/")
+        http_version = scope.get("http_version", "1.1")
+        scheme = scope.get("scheme", "ws")
+        return tuple.__new__(
+            cls,
+            (
+                path if type(path) is str else str(path),
+                tuple(host_lines),
+                _items(origin_lines) if origin_lines else (),
+                _items(version_lines) if version_lines else (),
+                _items(key_lines) if key_lines else (),
+                offered,
+                http_version if type(http_version) is str else str(http_version),
+                scheme if type(scheme) is str else str(scheme),
+                client,
+                isinstance(extensions, Mapping) and "websocket.http.response" in extensions,
+            ),
         )
