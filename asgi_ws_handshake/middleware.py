@@ -242,54 +242,33 @@ class _Handshake:
         try:
             await self.handshake()
         except BaseException:
-            # Cancelled (or failed) while the store answered or a refusal was sent: the
-            # handshake still leaves its one event. A no-op when it was already audited.
+            # Cancelled (or failed) before an answer: while reading connect, while the store
+            # answered or while a refusal was sent. The handshake still leaves its one event
+            # (a no-op when it was already audited).
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
             raise
 
     async def handshake(self) -> None:
         mw = self.mw
-        try:
-            message = await self.receive_()
-        except BaseException:
-            self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="receive failed")
-            raise
+        message = await self.receive_()
         if message.get("type") != "websocket.connect":
             # websocket.disconnect (or anything unexpected): no handshake to answer, and the
             # app never sees a socket whose handshake was not checked.
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="no websocket.connect")
             return
         self.connect = message
-        self.route, policy = mw.route_for(str(self.scope.get("path", "")))
+        if mw.routes:
+            self.route, policy = mw.route_for(str(self.scope.get("path", "")))
+        else:
+            policy = mw.policy
         request = self.request = HandshakeRequest.from_scope(self.scope)
         try:
             decision = policy.evaluate(request)
         except Exception as exc:  # a user callback (select_subprotocol) raised
             logger.exception("handshake policy raised")
             decision = Reject.because(Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}")
-
-        if isinstance(decision, Accept) and (policy.client_rate or policy.total_rate):
-            decision = await self.check_rates(policy, decision)
-        if (
-            isinstance(decision, Accept)
-            and decision.expected_accept
-            and policy.key_reuse != "ignore"
-        ):
-            try:
-                self.key_reused = await self.ask(
-                    mw.store.remember_key(request.keys[0], policy.key_reuse_ttl)
-                )
-            except StoreError:
-                # Only a check that can refuse fails closed; "flag" proceeds, marked.
-                if policy.key_reuse == "reject":
-                    decision = self.store_failed(policy, decision)
-            if self.key_reused and policy.key_reuse == "reject":
-                # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
-                decision = decision_reject(decision, Reason.KEY_REUSED, "key used before")
-        if isinstance(decision, Accept) and (
-            policy.max_connections or policy.max_connections_per_client
-        ):
-            decision = await self.take_lease(policy, decision)
+        if type(decision) is Accept and policy._stateful:
+            decision = await self.stateful_checks(policy, decision, request)
         self.decision = decision
 
         if isinstance(decision, Reject):
@@ -300,7 +279,32 @@ class _Handshake:
             finally:
                 # However the connection ended: closed by either side, the app raised or
                 # refused, the client vanished, or the task was cancelled.
-                await self.release_lease()
+                if self.lease is not None:
+                    await self.release_lease()
+
+    async def stateful_checks(
+        self, policy: HandshakePolicy, decision: Accept, request: HandshakeRequest
+    ) -> Accept | Reject:
+        """Rates, then reused keys, then connection caps: the checks that need the store."""
+        if policy.client_rate or policy.total_rate:
+            checked = await self.check_rates(policy, decision)
+            if type(checked) is Reject:
+                return checked
+        if decision.expected_accept and policy.key_reuse != "ignore":
+            try:
+                self.key_reused = await self.ask(
+                    self.mw.store.remember_key(request.keys[0], policy.key_reuse_ttl)
+                )
+            except StoreError:
+                # Only a check that can refuse fails closed; "flag" proceeds, marked.
+                if policy.key_reuse == "reject":
+                    return self.store_failed(policy, decision)
+            if self.key_reused and policy.key_reuse == "reject":
+                # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
+                return decision_reject(decision, Reason.KEY_REUSED, "key used before")
+        if policy.max_connections or policy.max_connections_per_client:
+            return await self.take_lease(policy, decision)
+        return decision
 
     async def ask(self, call: Awaitable[_T]) -> _T:
         """Await one store call, bounded in time; ``StoreError`` when it cannot answer.

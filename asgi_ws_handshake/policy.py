@@ -136,6 +136,7 @@ class HandshakePolicy:
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _same_origin: bool = field(init=False, repr=False, compare=False)
+    _stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -200,6 +201,17 @@ class HandshakePolicy:
             raise ValueError(
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
+        set_(
+            self,
+            "_stateful",
+            bool(
+                self._client_rate
+                or self._total_rate
+                or self.key_reuse != "ignore"
+                or self.max_connections
+                or self.max_connections_per_client
+            ),
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HandshakePolicy:
@@ -225,6 +237,11 @@ class HandshakePolicy:
         from .config import load_policy_file
 
         return load_policy_file(path).policy
+
+    @property
+    def stateful(self) -> bool:
+        """Whether any check needs the store (rates, reused keys, connection caps)."""
+        return self._stateful
 
     @property
     def client_rate(self) -> Rate | None:
