@@ -124,6 +124,10 @@ def parse_origin(value: str) -> Origin | None:
         path (even "/"), query, fragment, userinfo, percent-encoding, whitespace or control
         characters, a bad or out-of-range port, or an invalid host.
     """
+    if not value.isascii():
+        # RFC 6454 6.2: browsers send the ASCII serialisation (punycode hosts). Other bytes
+        # would need guessing (IDNA maps "\xaapp" to "app"): fail closed instead.
+        return None
     scheme, sep, authority = value.partition("://")
     if not sep:
         return None
@@ -145,7 +149,12 @@ def parse_origin(value: str) -> Origin | None:
 
 @functools.lru_cache(maxsize=1024)
 def parse_host(value: str) -> tuple[str, int | None] | None:
-    """Parse a ``Host`` header value (RFC 9110 7.2) into (host, port or None); None if malformed."""
+    """Parse a ``Host`` header value (RFC 9110 7.2) into (host, port or None); None if malformed.
+
+    RFC 9110 7.2 / RFC 3986 3.2.2: an ASCII uri-host, so other characters are malformed.
+    """
+    if not value.isascii():
+        return None
     for char in "/?#@\\% \t":
         if char in value:
             return None
@@ -164,6 +173,22 @@ def parse_host_pattern(pattern: str) -> tuple[str, bool]:
     if normalised is None:
         raise ValueError(f"invalid host pattern {pattern!r}: expected 'name' or '*.name', no port")
     return ("." + normalised if wildcard else normalised), wildcard
+
+
+def _ascii_pattern(pattern: str) -> str:
+    """Configured patterns may name hosts in Unicode: IDNA-encode them (RFC 5890)."""
+    if pattern.isascii():
+        return pattern
+    scheme, sep, authority = pattern.partition("://")
+    host, colon, port = authority.rpartition(":")
+    if not colon or not port.isdigit():
+        host, colon, port = authority, "", ""
+    wildcard = host.startswith("*.")
+    try:
+        ascii_host = (host[2:] if wildcard else host).encode("idna").decode("ascii")
+    except UnicodeError:
+        return pattern  # left as it is: parsing then refuses it with a clear error
+    return f"{scheme}{sep}{'*.' if wildcard else ''}{ascii_host}{colon}{port}"
 
 
 class OriginMatcher:
@@ -185,6 +210,7 @@ class OriginMatcher:
                 raise ValueError("invalid origin pattern '*': use allow_any_origin=True")
             if pattern.strip().lower() == "null":
                 raise ValueError("invalid origin pattern 'null': use allow_null_origin=True")
+            pattern = _ascii_pattern(pattern)
             scheme, sep, authority = pattern.partition("://")
             if sep and authority.startswith("*."):
                 # Validate the rest by parsing it with a stand-in first label.

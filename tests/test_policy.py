@@ -292,9 +292,11 @@ def test_idna_patterns_and_origins() -> None:
     policy = HandshakePolicy(allow_origins=["https://bücher.example", "https://*.münchen.test"])
     assert reason_of(policy, make_request(origins=("https://xn--bcher-kva.example",))) is None
     assert reason_of(policy, make_request(origins=("https://a.xn--mnchen-3ya.test",))) is None
-    # A Cyrillic look-alike of "a" is another name entirely.
-    lookalike = "https://\u0430pp.example.com"
-    assert reason_of(LISTED, make_request(origins=(lookalike,))) is Reason.ORIGIN_NOT_ALLOWED
+    # Header values are ASCII serialisations (RFC 6454 6.2): a raw Unicode host, such as a
+    # Cyrillic look-alike of "a" or a byte IDNA would map to "a", is malformed, not guessed.
+    for raw in ("https://\u0430pp.example.com", "https://\xaapp.example.com"):
+        assert reason_of(LISTED, make_request(origins=(raw,))) is Reason.ORIGIN_MALFORMED
+    assert reason_of(SAME, make_request(hosts=("\xaapp.example.com",))) is Reason.HOST_MALFORMED
 
 
 @pytest.mark.parametrize(
