@@ -6,7 +6,7 @@ about headers or scopes: callers hand it the single key value.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import re
 
@@ -48,4 +48,4 @@ def accept_key(key: str) -> str:
         UnicodeEncodeError: if ``key`` holds a character outside latin-1.
     """
     digest = hashlib.sha1(key.encode("latin-1") + _GUID_BYTES, usedforsecurity=False).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")

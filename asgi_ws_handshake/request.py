@@ -27,9 +27,13 @@ _OWS = " \t"
 
 def _items(lines: list[str]) -> tuple[str, ...]:
     """Split comma-separated header lines into stripped items, keeping empty ones."""
-    if len(lines) == 1 and "," not in lines[0]:
-        return (lines[0],)
-    return tuple(item.strip(_OWS) for line in lines for item in line.split(","))
+    if len(lines) == 1:
+        line = lines[0]
+        if "," not in line:
+            return (line,)
+    elif not lines:
+        return ()
+    return tuple([item.strip(_OWS) for line in lines for item in line.split(",")])
 
 
 class HandshakeRequest(NamedTuple):
@@ -113,13 +117,14 @@ class HandshakeRequest(NamedTuple):
             (
                 path if type(path) is str else str(path),
                 tuple(host_lines),
-                _items(origin_lines) if origin_lines else (),
-                _items(version_lines) if version_lines else (),
-                _items(key_lines) if key_lines else (),
+                _items(origin_lines),
+                _items(version_lines),
+                _items(key_lines),
                 offered,
                 http_version if type(http_version) is str else str(http_version),
                 scheme if type(scheme) is str else str(scheme),
                 client,
-                isinstance(extensions, Mapping) and "websocket.http.response" in extensions,
+                (type(extensions) is dict or isinstance(extensions, Mapping))
+                and "websocket.http.response" in extensions,
             ),
         )

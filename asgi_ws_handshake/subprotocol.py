@@ -30,7 +30,7 @@ def find_malformed(offered: Sequence[str]) -> str | None:
     for item in offered:
         if _TOKEN_RE.fullmatch(item) is None:
             return "an offered subprotocol is not a token"
-    if len(set(offered)) != len(offered):
+    if len(offered) > 1 and len(set(offered)) != len(offered):
         return "an offered subprotocol is repeated"
     return None
 
