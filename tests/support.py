@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Debian's chromium (the test command installs it) and the flags that keep it off the network.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 GOOD_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3
 GOOD_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 MAX_RESPONSE = 64 * 1024

@@ -10,7 +10,6 @@ endpoint, which proves the browser would have let the attack through.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Server, free_port, running, uvicorn_argv
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-]
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Server, free_port, running, uvicorn_argv
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="chromium is not installed (tests/run.sh installs it)"

@@ -12,19 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ROOT, Server, running
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.support import CHROMIUM, CHROMIUM_ARGS, ROOT, Server, running
 
 
 def test_demo_probe_self_check_passes() -> None:
