@@ -444,7 +444,15 @@ class _Handshake:
                 why = "app returned without answering"
                 await self.deny(decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR)
 
-    async def receive(self) -> Message:
+    # receive and send are plain functions returning the awaitable: once the handshake is
+    # answered they hand back the server's own coroutine, so a message costs no extra frame.
+
+    def receive(self) -> Awaitable[Message]:
+        if self.connect is None and self.state != _PENDING:
+            return self.receive_()
+        return self.receive_pending()
+
+    async def receive_pending(self) -> Message:
         connect = self.connect
         if connect is not None:
             self.connect = None
@@ -454,11 +462,13 @@ class _Handshake:
             self.client_gone = True
         return message
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        if self.state >= _OPEN:  # accepted, or answered by the app: messages pass untouched
+            return self.send_(message)
+        return self.send_pending(message)
+
+    async def send_pending(self, message: Message) -> None:
         state = self.state
-        if state >= _OPEN:  # accepted, or answered by the app: messages pass untouched
-            await self.send_(message)
-            return
         if state == _DENIED:
             raise self.denied or HandshakeDenied("the handshake was refused")
         decision = self.decision
