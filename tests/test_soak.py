@@ -25,11 +25,14 @@ from tests.support import Server, handshake_lines, new_key, running, uvicorn_arg
 
 ALLOWED = "http://allowed.test"
 CONCURRENCY = 48
-#: Traced-memory growth allowed between the end of the first batch and the end of the last
-#: (measured: under 10 kB). A leak of 100 bytes per handshake over the quick soak's 1200
-#: handshakes in between exceeds it; the deliberate leak of ``WSH_SOAK_LEAK`` (about 2.5 kB
-#: per handshake) exceeds it many times over.
+#: Traced-memory growth allowed between the end of the first batch and the end of the last:
+#: a fixed slack (measured: under 10 kB on the quick soak) plus a per-handshake budget far
+#: below any real leak (a leaked dict entry or small object costs 60 bytes or more). uvicorn's
+#: legacy `websockets` backend drifts by up to ~15 bytes per handshake over a 25,000-handshake
+#: soak (its buffers and freelists), which the budget absorbs. The deliberate leak of
+#: ``WSH_SOAK_LEAK`` (about 2.5 kB per handshake) exceeds it many times over.
 MEMORY_SLACK = 120_000
+MEMORY_PER_HANDSHAKE = 32
 
 #: Raw-socket handshakes: kind -> (handshake_lines overrides, expected status). Only inputs
 #: that every uvicorn backend hands to the app: some backends refuse a bad version, key or
@@ -56,6 +59,7 @@ class Tally:
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     ids: dict[str, str] = field(default_factory=dict)  # path -> audit id the app reported
     errors: list[str] = field(default_factory=list)
+    batches: int = 0
 
 
 async def ws_client(server: Server, path: str, tally: Tally) -> None:
@@ -132,7 +136,7 @@ def quiet(server: Server, baseline_tasks: int | None = None) -> dict[str, Any]:
 
 
 def soak(server: Server, batches: int, size: int) -> tuple[Tally, dict[str, Any], dict[str, Any]]:
-    tally = Tally()
+    tally = Tally(batches=batches)
     # The idle server's own tasks: connections that have ended leave none behind, so after
     # each batch the count must come back to this (waited for: closing sockets linger).
     idle = quiet(server)["tasks"]
@@ -167,7 +171,8 @@ def check(server: Server, tally: Tally, first: dict[str, Any], last: dict[str, A
     assert last["pending_audits"] == 0
     assert last["store"] == first["store"]  # bounded, and already full after the first batch
     growth = last["traced"] - first["traced"]
-    assert growth < MEMORY_SLACK, f"traced memory grew by {growth} bytes: {first} -> {last}"
+    budget = MEMORY_SLACK + MEMORY_PER_HANDSHAKE * (total - total // tally.batches)
+    assert growth < budget, f"traced memory grew by {growth} bytes: {first} -> {last}"
 
 
 def run_soak(ws: str, tmp_path: Path, batches: int, size: int, env: dict[str, str]) -> None:
