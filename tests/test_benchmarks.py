@@ -79,7 +79,6 @@ def test_quick_mode_prints_a_table_and_json(
 def test_inprocess_compares_with_channels(
     results: dict[str, tuple[str, dict[str, Any]]],
 ) -> None:
-    pytest.importorskip("channels")
     _, data = results["inprocess"]
     assert {"bare", "ours", "channels", "ours_refused", "http_ours"} <= set(data["us_per_call"])
     assert "ratio_to_channels" in data
