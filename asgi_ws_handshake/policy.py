@@ -23,6 +23,7 @@ from .origin import (
     parse_origin,
 )
 from .request import HandshakeRequest
+from .stores.rates import require_limits
 from .subprotocol import find_malformed, is_token, select_subprotocol
 
 __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
@@ -32,19 +33,6 @@ SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"
 
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
 _WEB_SCHEMES = frozenset({"http", "https"})
-
-# The single-rate grammar of the ``limits`` library ("30/minute", "30 per minute",
-# "100/5 seconds"), parsed here so that the policy and the in-memory store need no dependency.
-_RATE = re.compile(r"\s*([0-9]+)\s*(?:/|\s*per\s*)\s*([0-9]+)?\s*([a-z]+?)s?\s*", re.IGNORECASE)
-# As in ``limits``: a month is 30 days, a year 12 such months.
-_UNITS = {
-    "second": 1,
-    "minute": 60,
-    "hour": 3600,
-    "day": 86400,
-    "month": 86400 * 30,
-    "year": 86400 * 30 * 12,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +44,20 @@ class Rate:
 
 
 def parse_rate(value: str, option: str = "rate") -> Rate:
-    """Parse one rate in the ``limits`` notation, such as ``"30/minute"`` or ``"5 per 10 seconds"``.
+    """Parse one rate in the ``limits`` notation (``"30/minute"``, ``"5 per 10 seconds"``).
 
     Raises:
         ValueError: naming the value when it is not a rate, or allows nothing.
+        ImportError: when the ``limits`` package (the ``limits`` extra) is missing.
     """
-    match = _RATE.fullmatch(value) if isinstance(value, str) else None
-    if match is None or match.group(3).lower() not in _UNITS:
+    limits = require_limits(option)
+    try:
+        item = limits.parse(value) if isinstance(value, str) else None
+    except ValueError:
+        item = None
+    if item is None:
         raise ValueError(f"invalid {option} {value!r}: expected a rate such as '30/minute'")
-    amount, multiples, unit = match.groups()
-    rate = Rate(int(amount), int(multiples or 1) * _UNITS[unit.lower()])
+    rate = Rate(int(item.amount), int(item.get_expiry()))
     if rate.limit < 1 or rate.window < 1:
         raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
     return rate

@@ -1,4 +1,4 @@
-"""The store interface: ``MemoryStore`` (clock injected) and ``RedisStore`` against a real
+"""The store interface: ``MemoryStore`` and ``RedisStore`` against a real
 redis-server (no fake Redis), called directly."""
 
 from __future__ import annotations
@@ -17,14 +17,6 @@ from asgi_ws_handshake.stores.redis import RedisStore
 from tests.redis_server import RedisServer, redis_server
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def run(coro: Awaitable[Any]) -> Any:
     async def main() -> Any:
         return await coro
@@ -40,49 +32,30 @@ def test_memory_store_is_a_handshake_store() -> None:
 
 
 def test_memory_hit_moving_window_refuses_then_recovers() -> None:
-    clock = Clock()
-    store = MemoryStore(clock=clock)
+    # limits' moving window over its in-memory storage: 2 per second.
+    store = MemoryStore()
 
     async def scenario() -> list[int]:
-        got = [await store.hit("a", 2, 10)]
-        clock.now += 4
-        got.append(await store.hit("a", 2, 10))
-        got.append(await store.hit("a", 2, 10))  # the window holds 2: refused
-        got.append(await store.hit("b", 2, 10))  # another name has its own window
-        clock.now += 6.5  # the first hit left the window
-        got.append(await store.hit("a", 2, 10))
-        got.append(await store.hit("a", 2, 10))  # the second is still inside
+        got = [await store.hit("a", 2, 1), await store.hit("a", 2, 1)]
+        got.append(await store.hit("a", 2, 1))  # the window holds 2: refused, Retry-After 1
+        got.append(await store.hit("b", 2, 1))  # another name has its own window
+        await asyncio.sleep(1.1)  # both hits left the window
+        got.append(await store.hit("a", 2, 1))
         return got
 
-    # Retry-After: the first hit leaves the window 6 s later; the second 3.5 -> 4 s later.
-    assert run(scenario()) == [0, 0, 6, 0, 0, 4]
+    assert run(scenario()) == [0, 0, 1, 0, 0]
 
 
-def test_memory_refused_hits_are_not_counted() -> None:
-    clock = Clock()
-    store = MemoryStore(clock=clock)
+def test_memory_retry_after_counts_down_the_window() -> None:
+    store = MemoryStore()
 
     async def scenario() -> list[int]:
-        got = [await store.hit("a", 1, 10)]
-        for _ in range(5):
-            clock.now += 1
-            got.append(await store.hit("a", 1, 10))
-        clock.now += 5  # 10 s after the only counted hit
-        got.append(await store.hit("a", 1, 10))
-        return got
+        return [await store.hit("a", 1, 60) for _ in range(3)]
 
-    assert run(scenario()) == [0, 9, 8, 7, 6, 5, 0]
-
-
-def test_memory_rate_windows_are_bounded() -> None:
-    store = MemoryStore(max_keys=3)
-
-    async def scenario() -> int:
-        for name in "abcdef":
-            await store.hit(name, 1, 60)
-        return len(store._hits)
-
-    assert run(scenario()) == 3
+    first, second, third = run(scenario())
+    assert first == 0
+    assert 59 <= second <= 60  # seconds until the counted hit leaves the 60 s window
+    assert third <= second  # refused hits are not counted: the window does not move
 
 
 def test_memory_acquire_caps_all_or_nothing_and_release() -> None:

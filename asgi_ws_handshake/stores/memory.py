@@ -2,17 +2,19 @@
 
 Keys are remembered in insertion order; expired ones are dropped from the old end as new ones
 arrive, and when ``max_keys`` is reached the oldest is evicted, so a flood of distinct keys
-costs at most ``max_keys`` entries. Rate windows are bounded the same way (``max_keys``
-names, each holding at most ``limit`` timestamps). Leases need no expiry here: they live and
-die with this process, and the middleware releases each one however its connection ends.
+costs at most ``max_keys`` entries. Rates go through the ``limits`` library's in-memory
+storage and moving window (the ``limits`` extra), whose windows expire by themselves. Leases
+need no expiry here: they live and die with this process, and the middleware releases each
+one however its connection ends.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import time
 from collections.abc import Callable, Mapping
+
+from .rates import RateLimiter, require_limits
 
 __all__ = ["MemoryStore"]
 
@@ -21,8 +23,7 @@ class MemoryStore:
     """Remember keys, count handshake rates and hold connection leases, in this process only.
 
     Args:
-        max_keys: the most keys held at once, and separately the most rate windows (the
-            oldest is forgotten first; a forgotten rate window starts again from zero).
+        max_keys: the most keys held at once (the oldest is forgotten first).
         clock: a monotonic clock in seconds (injectable for tests).
     """
 
@@ -35,10 +36,7 @@ class MemoryStore:
         self._clock = clock
         # key -> expiry. Keys are stored as the 16 decoded bytes' text form; see remember_key.
         self._keys: collections.OrderedDict[str, float] = collections.OrderedDict()
-        # name -> times of the counted hits, oldest first; least recently hit name first.
-        self._hits: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
+        self._rates: RateLimiter | None = None  # built on the first rate-limited handshake
         self._counts: dict[str, int] = {}  # lease name -> live leases
         self._leases: dict[str, tuple[str, ...]] = {}  # lease -> the names it counts under
 
@@ -63,21 +61,13 @@ class MemoryStore:
         return False
 
     async def hit(self, name: str, limit: int, window: int) -> int:
-        # A moving window: the hits of the last ``window`` seconds, at most ``limit`` of them.
-        now = self._clock()
-        hits = self._hits.get(name)
-        if hits is None:
-            hits = self._hits[name] = collections.deque()
-            if len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-        else:
-            self._hits.move_to_end(name)
-        while hits and hits[0] <= now - window:
-            hits.popleft()
-        if len(hits) >= limit:
-            return max(1, math.ceil(hits[0] + window - now))
-        hits.append(now)
-        return 0
+        rates = self._rates
+        if rates is None:
+            require_limits("rate limiting")
+            from limits.aio.storage import MemoryStorage
+
+            rates = self._rates = RateLimiter(MemoryStorage())
+        return await rates.hit(name, limit, window)
 
     async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
         counts = self._counts

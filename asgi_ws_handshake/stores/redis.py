@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
+from .rates import RateLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -112,7 +112,6 @@ class RedisStore:
         try:
             import redis.asyncio
             from limits.aio.storage import RedisStorage
-            from limits.aio.strategies import MovingWindowRateLimiter
         except ImportError as exc:
             raise ImportError(
                 "RedisStore needs the redis extra: pip install 'asgi-ws-handshake[redis]'"
@@ -136,8 +135,7 @@ class RedisStore:
         storage = RedisStorage(
             "async+redis://", implementation="redispy", key_prefix=f"{prefix}rate", **pool
         )
-        self._limiter = MovingWindowRateLimiter(storage)
-        self._items: dict[tuple[int, int], Any] = {}
+        self._rates = RateLimiter(storage)
         self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)
         self._live: dict[str, tuple[str, ...]] = {}  # lease -> its sorted-set keys
@@ -168,16 +166,7 @@ class RedisStore:
         return not created
 
     async def hit(self, name: str, limit: int, window: int) -> int:
-        from limits import RateLimitItemPerSecond
-
-        item = self._items.get((limit, window))
-        if item is None:
-            item = self._items[(limit, window)] = RateLimitItemPerSecond(limit, window)
-        if await self._call("hit", self._limiter.hit(item, name)):
-            return 0
-        stats = await self._call("hit", self._limiter.get_window_stats(item, name))
-        # RFC 9110 10.2.3: Retry-After is a whole number of seconds.
-        return max(1, math.ceil(float(stats.reset_time) - time.time()))
+        return await self._call("hit", self._rates.hit(name, limit, window))
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}conn:{name}"
