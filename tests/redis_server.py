@@ -1,7 +1,9 @@
-"""A real ``redis-server`` for the Redis store tests: 127.0.0.1, a free port, no persistence.
+"""A real ``redis-server`` (or ``valkey-server``) for the Redis store tests: 127.0.0.1, a free
+port, no persistence.
 
-No fake Redis: the tests run against Debian's ``redis-server`` (``tests/run.sh`` installs it).
-It can be stopped, paused and restarted on the same port to test outages and recovery.
+No fake Redis: the tests run against Debian's ``redis-server`` and ``valkey-server``
+(``tests/run.sh`` installs both). A server can be stopped, paused and restarted on the same port
+to test outages and recovery.
 """
 
 from __future__ import annotations
@@ -15,15 +17,29 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.support import free_port
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+#: The servers the store must work against, by name: the binary (None when not installed).
+SERVERS = {"redis": shutil.which("redis-server"), "valkey": shutil.which("valkey-server")}
+#: Parameters for a fixture that runs against each server; a missing one is skipped by name
+#: (tests/run.sh installs both, so CI runs both).
+KINDS = [
+    pytest.param(kind, marks=pytest.mark.skipif(path is None, reason=f"{kind}-server missing"))
+    for kind, path in SERVERS.items()
+]
 
 
 class RedisServer:
     """One redis-server process; ``url`` stays the same across restarts."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, port: int | None = None, kind: str = "redis") -> None:
+        binary = SERVERS[kind]
+        if binary is None:
+            raise RuntimeError(f"{kind}-server is not installed (tests/run.sh installs it)")
+        self.binary = binary
+        self.kind = kind
         self.tmp = tmp
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -35,7 +51,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         log = (self.tmp / f"redis-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.tmp)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -43,11 +59,11 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                raise RuntimeError(f"{self.kind}-server exited with {self.proc.returncode}")
             if self.ping():
                 return
             time.sleep(0.05)
-        raise TimeoutError(f"redis-server did not answer on {self.port}")
+        raise TimeoutError(f"{self.kind}-server did not answer on {self.port}")
 
     def ping(self) -> bool:
         with (
@@ -77,8 +93,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp)
+def redis_server(tmp: Path, kind: str = "redis") -> Iterator[RedisServer]:
+    server = RedisServer(tmp, kind=kind)
     server.start()
     try:
         yield server

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages: redis-server for the Redis store tests, chromium for the browser tests.
+# System packages: redis-server and valkey-server for the Redis store tests, chromium for
+# the browser tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -15,6 +16,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian's packages"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v valkey-server >/dev/null 2>&1; then
+  # Debian 13 ships valkey-server; Debian 12 has it in its backports suite, enabled here from
+  # the machine's own Debian source (same mirror, same keyring).
+  release=""
+  [ -r /etc/os-release ] && release=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  suite=()
+  if [ "$release" = bookworm ]; then
+    as_root python3 tests/apt_backports.py bookworm
+    suite=(-t bookworm-backports)
+  fi
+  echo "installing valkey-server from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${suite[@]}" valkey-server \
+    >/dev/null
 fi
 
 # Python packages, in a project virtualenv.

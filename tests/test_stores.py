@@ -14,7 +14,7 @@ import pytest
 from asgi_ws_handshake import HandshakeStore, MemoryStore, StoreError
 from asgi_ws_handshake.policy import Rate
 from asgi_ws_handshake.stores.redis import RedisStore
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import KINDS, RedisServer, redis_server
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -95,9 +95,13 @@ def test_memory_same_lease_twice_is_an_error() -> None:
 # -- RedisStore against a real redis-server ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis-unit")) as server:
+@pytest.fixture(scope="module", params=KINDS)
+def redis(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """Each test runs against Redis and against Valkey."""
+    kind = str(request.param)
+    with redis_server(tmp_path_factory.mktemp(f"{kind}-redis-unit"), kind) as server:
         yield server
 
 
