@@ -6,6 +6,9 @@ import pytest
 
 from tests.support import Server, start_server, uvicorn_argv
 
+#: The ``redis`` fixture (a real redis-server, then valkey-server) is shared from there.
+pytest_plugins = ["tests.redis_server"]
+
 UVICORN_WS = ["websockets-sansio", "websockets", "wsproto"]
 
 

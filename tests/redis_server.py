@@ -100,3 +100,13 @@ def redis_server(tmp: Path, kind: str = "redis") -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def redis(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """One server per module and kind: each test that uses it runs on Redis and on Valkey."""
+    kind = str(request.param)
+    with redis_server(tmp_path_factory.mktemp(f"{kind}-server"), kind) as server:
+        yield server

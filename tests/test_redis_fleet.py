@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from tests.redis_server import KINDS, RedisServer, redis_server
+from tests.redis_server import RedisServer, redis_server
 from tests.support import (
     RawResponse,
     Server,
@@ -64,16 +64,6 @@ def start_app(
             **env,
         },
     )
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def redis(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisServer]:
-    """Each test runs against Redis and against Valkey."""
-    kind = str(request.param)
-    with redis_server(tmp_path_factory.mktemp(f"{kind}-redis-fleet"), kind) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from asgi_ws_handshake import HandshakeStore, MemoryStore, StoreError
 from asgi_ws_handshake.policy import Rate
 from asgi_ws_handshake.stores.redis import RedisStore
-from tests.redis_server import KINDS, RedisServer, redis_server
+from tests.redis_server import RedisServer
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -93,16 +93,6 @@ def test_memory_same_lease_twice_is_an_error() -> None:
 
 
 # -- RedisStore against a real redis-server ----------------------------------------------
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def redis(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisServer]:
-    """Each test runs against Redis and against Valkey."""
-    kind = str(request.param)
-    with redis_server(tmp_path_factory.mktemp(f"{kind}-redis-unit"), kind) as server:
-        yield server
 
 
 _prefixes = iter(range(10**6))
