@@ -231,6 +231,10 @@ class Auditor:
         max_pending: int = 10_000,
     ) -> None:
         self.sinks: tuple[AuditSink, ...] = tuple(sinks)
+        # What emit calls: a MemorySink's ring is appended to directly (one C call).
+        self._calls: tuple[tuple[AuditSink, AuditSink], ...] = tuple(
+            (sink, sink._events.append if type(sink) is MemorySink else sink) for sink in self.sinks
+        )
         self.fail_closed = fail_closed
         self.timeout = timeout
         self.max_pending = max_pending
@@ -240,9 +244,9 @@ class Auditor:
 
     def emit(self, event: AuditEvent) -> None:
         """Deliver ``event``; never raises."""
-        for sink in self.sinks:
+        for sink, call in self._calls:
             try:
-                result = sink(event)
+                result = call(event)
             except Exception:
                 self._failed(sink)
                 continue

@@ -21,6 +21,7 @@ _GUID_BYTES = GUID.encode("ascii")
 # 2 data bits and 4 zero pad bits, so only A, Q, g or w are canonical there. The standard
 # alphabet only: no URL-safe characters, no whitespace, no missing padding.
 _KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+_KEY_BYTES_RE = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")
 
 
 def is_valid_key(key: str) -> bool:
@@ -48,4 +49,15 @@ def accept_key(key: str) -> str:
         UnicodeEncodeError: if ``key`` holds a character outside latin-1.
     """
     digest = hashlib.sha1(key.encode("latin-1") + _GUID_BYTES, usedforsecurity=False).digest()
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
+
+
+def accept_key_bytes(key: bytes) -> str | None:
+    """``accept_key`` for a raw header value: None unless it is a canonical key (as above).
+
+    The fast lane's form: one regex match and one SHA-1 on the bytes as the server gave them.
+    """
+    if _KEY_BYTES_RE.fullmatch(key) is None:
+        return None
+    digest = hashlib.sha1(key + _GUID_BYTES, usedforsecurity=False).digest()
     return binascii.b2a_base64(digest, newline=False).decode("ascii")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import logging
 import os
 import re
@@ -19,9 +20,9 @@ from typing import Any, NamedTuple, TypeVar
 
 from .audit import AuditEvent, Auditor, AuditSink, LoggingSink, Outcome
 from .decision import Accept, Reason, Reject
-from .key import accept_key, is_valid_key
+from .key import accept_key, accept_key_bytes, is_valid_key
 from .policy import HandshakePolicy
-from .request import HandshakeRequest
+from .request import HandshakeRequest, plain_fields
 from .stores import HandshakeStore, MemoryStore, StoreError
 from .subprotocol import redactor
 
@@ -93,22 +94,25 @@ class _Ids:
     """Unique, cheap audit ids: a random per-process prefix and a counter."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
-        self._count = 0
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)  # a fresh prefix in each child
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(6).hex() + "-"
+        self.count = itertools.count(1)
 
     def next(self) -> str:
-        if (pid := os.getpid()) != self._pid:  # a fresh prefix after a fork
-            self._pid, self._prefix, self._count = pid, os.urandom(6).hex(), 0
-        self._count += 1
-        return f"{self._prefix}-{self._count:x}"
+        return self.prefix + format(next(self.count), "x")
+
+
+_IDS = _Ids()
 
 
 def _cap(values: tuple[str, ...]) -> str | None:
-    if not values:
-        return None
-    value = values[0]
-    return value if len(value) <= _CAP else value[:_CAP] + "..."
+    if values:
+        value = values[0]
+        return value if len(value) <= _CAP else value[:_CAP] + "..."
+    return None
 
 
 class HandshakeMiddleware:
@@ -158,16 +162,95 @@ class HandshakeMiddleware:
         self.store: HandshakeStore = store if store is not None else MemoryStore()
         # Exactly the built-in class (a subclass may override with I/O): answers inline.
         self._inline_store = type(self.store) is MemoryStore
+        # The plain lane (see _plain): policies whose only stateful check is the key, asked
+        # of the built-in memory store, and whose decision ``HandshakePolicy.plain`` memoises.
+        self._plain_lane = not self.routes and self._plain_ok(self.policy)
         self._redact = redactor(redact_subprotocols)
         self._redacted: dict[str, str] = {}
+        self._redacted_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._clock = clock
-        self._ids = _Ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        await _Handshake(self, scope, receive, send).run()
+        handshake = _Handshake(self, scope, receive, send)
+        if self._plain_lane:
+            self._plain(handshake, scope)
+        await handshake.run()
+
+    def _plain_ok(self, policy: HandshakePolicy) -> bool:
+        return not (
+            policy.client_rate
+            or policy.total_rate
+            or policy.max_connections
+            or policy.max_connections_per_client
+            or policy.select_subprotocol is not None
+            or type(policy) is not HandshakePolicy
+            or (policy.key_reuse != "ignore" and not self._inline_store)
+        )
+
+    def _plain(self, handshake: _Handshake, scope: Scope) -> None:
+        """Decide an ordinary handshake from its raw header values, when it is one.
+
+        The plain lane: one pass over the headers for the five values, the memoised
+        ``HandshakePolicy.plain`` decision for (Origin, Host, protocol), one SHA-1 for the
+        key. Whatever is unusual (a repeated or missing line, another version, HTTP/2, a
+        refusal) leaves ``handshake`` undecided and takes the full path, which gives the
+        same decision for ordinary handshakes, only slower.
+        """
+        fields = plain_fields(scope.get("headers"))
+        if fields is None:
+            return
+        origin, host, version, key, protocol = fields
+        if (
+            version != b"13"
+            or key is None
+            or (protocol is None and scope.get("subprotocols"))
+            or scope.get("http_version", "1.1") != "1.1"
+        ):
+            return
+        entry = self.policy.plain(origin, host, protocol)
+        if entry is None:
+            return
+        expected = accept_key_bytes(key)
+        if expected is None:
+            return
+        path = scope.get("path", "/")
+        scheme = scope.get("scheme", "ws")
+        client = scope.get("client")
+        if not (
+            type(path) is str
+            and type(scheme) is str
+            and (
+                client is None
+                or (
+                    type(client) is tuple
+                    and len(client) == 2
+                    and type(client[0]) is str
+                    and type(client[1]) is int
+                )
+            )
+        ):
+            return
+        extensions = scope.get("extensions")
+        handshake.request = tuple.__new__(
+            HandshakeRequest,
+            (
+                path,
+                entry.hosts,
+                entry.origins,
+                ("13",),
+                (key.decode("latin-1"),),
+                entry.subprotocols,
+                "1.1",
+                scheme,
+                client,
+                (type(extensions) is dict or isinstance(extensions, Mapping))
+                and "websocket.http.response" in extensions,
+            ),
+        )
+        handshake.decision = tuple.__new__(Accept, (entry.subprotocol, expected, entry.origin))
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:
         """The (pattern, policy) that governs ``path``."""
@@ -175,6 +258,16 @@ class HandshakeMiddleware:
             if regex.match(path):
                 return pattern, policy
         return "default", self.policy
+
+    def redact_all(self, offered: tuple[str, ...]) -> tuple[str, ...]:
+        """``redact`` over an offered list, remembered per list."""
+        cached = self._redacted_lists.get(offered)
+        if cached is None:
+            cached = tuple([self.redact(value) for value in offered])
+            if len(self._redacted_lists) >= _REDACT_CACHE:
+                self._redacted_lists.clear()  # bounded: random values cannot grow it
+            self._redacted_lists[offered] = cached
+        return cached
 
     def redact(self, value: str) -> str:
         """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
@@ -236,11 +329,43 @@ class _Handshake:
         self.request: HandshakeRequest | None = None
         self.decision: Accept | Reject | None = None
         self.route = "default"
-        self.audit_id = mw._ids.next()
+        self.audit_id = _IDS.next()
 
     async def run(self) -> None:
+        """The whole handshake: connect, decision, refusal or the app, one event."""
+        mw = self.mw
         try:
-            await self.handshake()
+            message = await self.receive_()
+            if message.get("type") != "websocket.connect":
+                # websocket.disconnect (or anything unexpected): no handshake to answer, and
+                # the app never sees a socket whose handshake was not checked.
+                self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="no websocket.connect")
+                return
+            self.connect = message
+            decision = self.decision
+            if decision is None:
+                decision = await self.decide()
+            elif isinstance(decision, Accept) and mw.policy.key_reuse != "ignore":
+                # Decided by the plain lane, whose store is the built-in memory store: only
+                # the key is left to check, inline.
+                decision = self.check_key_inline(decision)
+            self.decision = decision
+            if isinstance(decision, Reject):
+                await self.deny(decision, Outcome.REJECTED)
+                return
+            try:
+                await mw.app(self.child_scope(decision), self.receive, self.send)
+            except BaseException as exc:
+                if not await self.app_raised(exc, decision):
+                    raise
+            else:
+                if self.state == _PENDING:
+                    await self.app_returned(decision)
+            finally:
+                # However the connection ended: closed by either side, the app raised or
+                # refused, the client vanished, or the task was cancelled.
+                if self.lease is not None:
+                    await self.release_lease()
         except BaseException:
             # Cancelled (or failed) before an answer: while reading connect, while the store
             # answered or while a refusal was sent. The handshake still leaves its one event
@@ -248,15 +373,9 @@ class _Handshake:
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
             raise
 
-    async def handshake(self) -> None:
+    async def decide(self) -> Accept | Reject:
+        """The full path: the route's policy, ``evaluate``, then the store's checks."""
         mw = self.mw
-        message = await self.receive_()
-        if message.get("type") != "websocket.connect":
-            # websocket.disconnect (or anything unexpected): no handshake to answer, and the
-            # app never sees a socket whose handshake was not checked.
-            self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="no websocket.connect")
-            return
-        self.connect = message
         if mw.routes:
             self.route, policy = mw.route_for(str(self.scope.get("path", "")))
         else:
@@ -266,21 +385,22 @@ class _Handshake:
             decision = policy.evaluate(request)
         except Exception as exc:  # a user callback (select_subprotocol) raised
             logger.exception("handshake policy raised")
-            decision = Reject.because(Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}")
+            return Reject.because(Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}")
         if type(decision) is Accept and policy._stateful:
-            decision = await self.stateful_checks(policy, decision, request)
-        self.decision = decision
+            return await self.stateful_checks(policy, decision, request)
+        return decision
 
-        if isinstance(decision, Reject):
-            await self.deny(decision, Outcome.REJECTED)
-        else:
-            try:
-                await self.call_app(decision)
-            finally:
-                # However the connection ended: closed by either side, the app raised or
-                # refused, the client vanished, or the task was cancelled.
-                if self.lease is not None:
-                    await self.release_lease()
+    def check_key_inline(self, decision: Accept) -> Accept | Reject:
+        """The plain lane's key-reuse check, against the built-in memory store."""
+        policy = self.mw.policy
+        request = self.request
+        assert request is not None
+        store: MemoryStore = self.mw.store  # type: ignore[assignment]
+        self.key_reused = reused = store.remember(request.keys[0], policy.key_reuse_ttl)
+        if reused and policy.key_reuse == "reject":
+            # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
+            return decision_reject(decision, Reason.KEY_REUSED, "key used before")
+        return decision
 
     async def stateful_checks(
         self, policy: HandshakePolicy, decision: Accept, request: HandshakeRequest
@@ -398,51 +518,52 @@ class _Handshake:
             # An expiring store drops the lease by itself; a memory store never fails here.
             logger.warning("could not release connection lease %s", lease, exc_info=True)
 
-    async def call_app(self, decision: Accept) -> None:
+    def child_scope(self, decision: Accept) -> Scope:
+        """A copy of the scope (never mutate the server's, ASGI spec) carrying the result."""
         request = self.request
         assert request is not None
-        info = HandshakeInfo(
-            self.audit_id,
-            decision.subprotocol,
-            request.subprotocols,
-            decision.origin,
-            self.key_reused,
-            self.route,
+        info = tuple.__new__(
+            HandshakeInfo,
+            (
+                self.audit_id,
+                decision.subprotocol,
+                request.subprotocols,
+                decision.origin,
+                self.key_reused,
+                self.route,
+            ),
         )
         scope = self.scope
-        child = dict(scope)  # never mutate the server's scope (ASGI spec)
+        child = dict(scope)
         state = scope.get("state")
         child["state"] = (
             {**state, _STATE_KEY: info} if isinstance(state, Mapping) else {_STATE_KEY: info}
         )
-        try:
-            await self.mw.app(child, self.receive, self.send)
-        except BaseException as exc:
-            if self.state == _PENDING:
-                if self.client_gone or isinstance(exc, asyncio.CancelledError):
-                    self.audit(
-                        Outcome.CLIENT_GONE,
-                        Reason.CLIENT_GONE,
-                        detail="left before the app answered",
-                    )
-                else:
-                    why = f"app raised {type(exc).__name__} before answering"
-                    await self.deny(
-                        decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR
-                    )
-            if self.denied is not None and _caused_by(exc, self.denied):
-                # Our own refusal, come back out of the app (perhaps wrapped by the app or
-                # its framework): the client has its answer, nothing for the server.
-                return
-            raise
+        return child
+
+    async def app_raised(self, exc: BaseException, decision: Accept) -> bool:
+        """Audit an exception out of the app; True when it is ours and must not propagate."""
         if self.state == _PENDING:
-            if self.client_gone:
+            if self.client_gone or isinstance(exc, asyncio.CancelledError):
                 self.audit(
                     Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left before the app answered"
                 )
             else:
-                why = "app returned without answering"
+                why = f"app raised {type(exc).__name__} before answering"
                 await self.deny(decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR)
+        # Our own refusal, come back out of the app (perhaps wrapped by the app or its
+        # framework): the client has its answer, nothing for the server.
+        return self.denied is not None and _caused_by(exc, self.denied)
+
+    async def app_returned(self, decision: Accept) -> None:
+        """The app returned without answering the handshake."""
+        if self.client_gone:
+            self.audit(
+                Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left before the app answered"
+            )
+        else:
+            why = "app returned without answering"
+            await self.deny(decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR)
 
     # receive and send are plain functions returning the awaitable: once the handshake is
     # answered they hand back the server's own coroutine, so a message costs no extra frame.
@@ -465,6 +586,8 @@ class _Handshake:
     def send(self, message: Message) -> Awaitable[None]:
         if self.state >= _OPEN:  # accepted, or answered by the app: messages pass untouched
             return self.send_(message)
+        if self.state == _PENDING and message.get("type") == "websocket.accept":
+            return self.accept(message)
         return self.send_pending(message)
 
     async def send_pending(self, message: Message) -> None:
@@ -474,9 +597,6 @@ class _Handshake:
         decision = self.decision
         assert isinstance(decision, Accept)
         kind = message.get("type")
-        if kind == "websocket.accept":
-            await self.accept(message, decision)
-            return
         if kind not in ("websocket.close", "websocket.http.response.start"):
             why = f"app sent {kind!r} before answering"
             await self.deny(decision_reject(decision, Reason.APP_ERROR, why), Outcome.APP_ERROR)
@@ -501,9 +621,11 @@ class _Handshake:
                 Outcome.APP_REJECTED, Reason.APP_REJECTED, status, "http_response", "app refused"
             )
 
-    async def accept(self, message: Message, decision: Accept) -> None:
+    async def accept(self, message: Message) -> None:
         request = self.request
+        decision = self.decision
         assert request is not None
+        assert isinstance(decision, Accept)
         chosen = message.get("subprotocol")
         if chosen is None:
             if decision.subprotocol is not None:
@@ -604,17 +726,19 @@ class _Handshake:
         expected = decision.expected_accept if decision is not None else None
         keys = request.keys
         key_valid: bool | None
-        if not keys:
+        if expected is not None:
+            # The policy computes an accept value only for a single valid key.
+            key_valid = True
+        elif not keys:
             key_valid = None if request.http_version in _NO_KEY_VERSIONS else False
         else:
-            # The policy computes an accept value only for a single valid key: don't recheck it.
-            key_valid = expected is not None or (len(keys) == 1 and is_valid_key(keys[0]))
-            if key_valid and expected is None:
+            key_valid = len(keys) == 1 and is_valid_key(keys[0])
+            if key_valid:
                 expected = accept_key(keys[0])
         offered = request.subprotocols
         if offered:
-            redacted = tuple(map(mw.redact, offered))
-            if subprotocol is not None:  # usually one of the offered: redact it only once
+            redacted = mw.redact_all(offered)
+            if subprotocol is not None:  # usually one of the offered: redacted already
                 subprotocol = (
                     redacted[offered.index(subprotocol)]
                     if subprotocol in offered

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .decision import Accept, Decision, Reason, Reject
 from .key import accept_key, is_valid_key
@@ -31,6 +31,8 @@ __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
 #: ``(request, offered) -> chosen or None``; must return one of ``offered`` or None.
 SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"]
 
+_PLAIN_MEMO = 1024  # distinct (origin, host, protocol) triples remembered per policy
+_PLAIN_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3's sample key: any valid key will do
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
 _WEB_SCHEMES = frozenset({"http", "https"})
 
@@ -61,6 +63,16 @@ def parse_rate(value: str, option: str = "rate") -> Rate:
     if rate.limit < 1 or rate.window < 1:
         raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
     return rate
+
+
+class PlainAccept(NamedTuple):
+    """An accepted ordinary handshake, minus its key: what ``plain`` remembers."""
+
+    subprotocol: str | None
+    origin: str | None
+    hosts: tuple[str, ...]
+    origins: tuple[str, ...]
+    subprotocols: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +143,9 @@ class HandshakePolicy:
     _stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _plain: dict[tuple[bytes | None, ...], PlainAccept | None] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -193,6 +208,7 @@ class HandshakePolicy:
             raise ValueError(
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
+        set_(self, "_plain", {})
         set_(
             self,
             "_stateful",
@@ -256,6 +272,56 @@ class HandshakePolicy:
         return any(
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self._host_suffixes
         )
+
+    def plain(
+        self, origin: bytes | None, host: bytes | None, protocol: bytes | None
+    ) -> PlainAccept | None:
+        """Memoised ``evaluate`` for an ordinary handshake; None when it is not accepted.
+
+        An ordinary handshake is HTTP/1.1 with exactly one of each header line, version
+        ``13`` and a valid key, its subprotocols (if any) in the Sec-WebSocket-Protocol line.
+        ``evaluate`` then depends on nothing but these three raw values (the key only gives
+        the accept value), so the decision is computed once per distinct triple, by
+        ``evaluate`` itself, and remembered (up to 1024 triples, then forgotten together).
+        None when the policy has a ``select_subprotocol`` callable, whose choice may depend
+        on anything (or is a subclass): such policies always take ``evaluate``.
+        """
+        memo_key = (origin, host, protocol)
+        try:
+            return self._plain[memo_key]
+        except KeyError:
+            pass
+        entry: PlainAccept | None = None
+        # A subclass's evaluate may read anything (the path, the client): never memoised.
+        if self.select_subprotocol is None and type(self) is HandshakePolicy:
+            headers = [
+                (b"sec-websocket-version", b"13"),
+                (b"sec-websocket-key", _PLAIN_KEY),
+                *(
+                    (name, value)
+                    for name, value in (
+                        (b"origin", origin),
+                        (b"host", host),
+                        (b"sec-websocket-protocol", protocol),
+                    )
+                    if value is not None
+                ),
+            ]
+            request = HandshakeRequest.from_scope({"headers": headers, "http_version": "1.1"})
+            decision = self.evaluate(request)
+            if type(decision) is Accept:
+                entry = PlainAccept(
+                    decision.subprotocol,
+                    decision.origin,
+                    request.hosts,
+                    request.origins,
+                    request.subprotocols,
+                )
+        memo = self._plain
+        if len(memo) >= _PLAIN_MEMO:
+            memo.clear()  # bounded: a flood of distinct origins cannot grow it
+        memo[memo_key] = entry
+        return entry
 
     def evaluate(self, request: HandshakeRequest) -> Decision:
         """Judge a handshake. Pure: same request, same decision; never raises on request data.

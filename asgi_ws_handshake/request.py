@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["HandshakeRequest"]
+__all__ = ["HandshakeRequest", "plain_fields"]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
 _FIELDS = {
@@ -128,3 +128,30 @@ class HandshakeRequest(NamedTuple):
                 and "websocket.http.response" in extensions,
             ),
         )
+
+
+PlainFields = tuple["bytes | None", "bytes | None", "bytes | None", "bytes | None", "bytes | None"]
+
+
+def plain_fields(headers: object) -> PlainFields | None:
+    """The raw Origin, Host, version, key and protocol values of an ordinary header list.
+
+    The fast lane's reader: ``(origin, host, version, key, protocol)`` as bytes (None when
+    absent), or None when any of the five is repeated or not bytes, or ``headers`` is not a
+    list or tuple; the caller then reads the scope with ``HandshakeRequest.from_scope``.
+
+    Only lowercase names are looked at (ASGI: servers lowercase header names). The caller
+    takes the fast lane only when the key was found under its lowercase name, which a server
+    that forgot to lowercase would not produce for a browser's ``Sec-WebSocket-Key``.
+    """
+    if type(headers) is not list and type(headers) is not tuple:
+        return None
+    found: list[bytes | None] = [None, None, None, None, None]
+    fields = _FIELDS
+    for name, value in headers:
+        index = fields.get(name)
+        if index is not None:
+            if found[index] is not None or type(value) is not bytes:
+                return None
+            found[index] = value
+    return (found[0], found[1], found[2], found[3], found[4])

@@ -11,6 +11,7 @@ one however its connection ends.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -36,6 +37,7 @@ class MemoryStore:
         self._clock = clock
         # key -> expiry. Keys are stored as the 16 decoded bytes' text form; see remember_key.
         self._keys: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._sweep_at = -math.inf  # when the oldest key expires: no sweep before then
         self._rates: RateLimiter | None = None  # built on the first rate-limited handshake
         self._counts: dict[str, int] = {}  # lease name -> live leases
         self._leases: dict[str, tuple[str, ...]] = {}  # lease -> the names it counts under
@@ -44,18 +46,29 @@ class MemoryStore:
         return len(self._keys)
 
     async def remember_key(self, key: str, ttl: float) -> bool:
+        return self.remember(key, ttl)
+
+    def remember(self, key: str, ttl: float) -> bool:
+        """``remember_key`` without the coroutine: the middleware calls it inline."""
         now = self._clock()
         keys = self._keys
-        # Expire from the old end: with one TTL, insertion order is expiry order.
-        while keys:
-            oldest, oldest_expiry = next(iter(keys.items()))
-            if oldest_expiry > now:
-                break
-            del keys[oldest]
-        if key in keys:
-            return True
+        if now >= self._sweep_at:
+            # Expire from the old end: with one TTL, insertion order is expiry order (with
+            # several, a later key may outlive its TTL here, but the lookup below checks it).
+            while keys:
+                oldest, oldest_expiry = next(iter(keys.items()))
+                if oldest_expiry > now:
+                    self._sweep_at = oldest_expiry
+                    break
+                del keys[oldest]
+            else:
+                self._sweep_at = now
+        expiry = keys.get(key)
+        if expiry is not None:
+            if expiry > now:
+                return True
+            del keys[key]
         keys[key] = now + ttl
-        keys.move_to_end(key)
         if len(keys) > self.max_keys:
             keys.popitem(last=False)
         return False
