@@ -7,8 +7,11 @@ about headers or scopes: callers hand it the single key value.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["GUID", "accept_key", "is_valid_key"]
 
@@ -22,6 +25,22 @@ _GUID_BYTES = GUID.encode("ascii")
 # alphabet only: no URL-safe characters, no whitespace, no missing padding.
 _KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
 _KEY_BYTES_RE = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")
+
+
+def _sha1_factory() -> Callable[[bytes], Any]:
+    """``hashlib.sha1``, told it is not for security only where that is needed (FIPS mode).
+
+    The keyword costs a fifth of the hash on a 60-byte input, so it is passed only when a
+    plain call is refused.
+    """
+    try:
+        hashlib.sha1(b"")
+    except ValueError:  # pragma: no cover - FIPS-enforcing OpenSSL builds only
+        return functools.partial(hashlib.sha1, usedforsecurity=False)
+    return hashlib.sha1
+
+
+_sha1 = _sha1_factory()
 
 
 def is_valid_key(key: str) -> bool:
@@ -59,5 +78,5 @@ def accept_key_bytes(key: bytes) -> str | None:
     """
     if _KEY_BYTES_RE.fullmatch(key) is None:
         return None
-    digest = hashlib.sha1(key + _GUID_BYTES, usedforsecurity=False).digest()
-    return binascii.b2a_base64(digest, newline=False).decode("ascii")
+    # RFC 6455 4.2.2 item 5.4: SHA-1 of the key and GUID, base64-encoded.
+    return binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False).decode("ascii")

@@ -174,10 +174,50 @@ class HandshakeMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        handshake = _Handshake(self, scope, receive, send)
+        # The whole handshake: connect, decision, refusal or the app, one event. Written out
+        # here rather than in a method of _Handshake: one coroutine frame fewer between the
+        # server and the app, which every suspended receive crosses twice.
+        hs = _Handshake(self, scope, receive, send)
         if self._plain_lane:
-            self._plain(handshake, scope)
-        await handshake.run()
+            self._plain(hs, scope)
+        try:
+            message = await receive()
+            if message.get("type") != "websocket.connect":
+                # websocket.disconnect (or anything unexpected): no handshake to answer, and
+                # the app never sees a socket whose handshake was not checked.
+                hs.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="no websocket.connect")
+                return
+            hs.connect = message
+            decision = hs.decision
+            if decision is None:
+                decision = await hs.decide()
+            elif isinstance(decision, Accept) and self.policy.key_reuse != "ignore":
+                # Decided by the plain lane, whose store is the built-in memory store: only
+                # the key is left to check, inline.
+                decision = hs.check_key_inline(decision)
+            hs.decision = decision
+            if isinstance(decision, Reject):
+                await hs.deny(decision, Outcome.REJECTED)
+                return
+            try:
+                await self.app(hs.child_scope(decision), hs.receive, hs.send)
+            except BaseException as exc:
+                if not await hs.app_raised(exc, decision):
+                    raise
+            else:
+                if hs.state == _PENDING:
+                    await hs.app_returned(decision)
+            finally:
+                # However the connection ended: closed by either side, the app raised or
+                # refused, the client vanished, or the task was cancelled.
+                if hs.lease is not None:
+                    await hs.release_lease()
+        except BaseException:
+            # Cancelled (or failed) before an answer: while reading connect, while the store
+            # answered or while a refusal was sent. The handshake still leaves its one event
+            # (a no-op when it was already audited).
+            hs.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
+            raise
 
     def _plain_ok(self, policy: HandshakePolicy) -> bool:
         return not (
@@ -203,25 +243,17 @@ class HandshakeMiddleware:
         if fields is None:
             return
         origin, host, version, key, protocol = fields
-        if (
-            version != b"13"
-            or key is None
-            or (protocol is None and scope.get("subprotocols"))
-            or scope.get("http_version", "1.1") != "1.1"
-        ):
-            return
-        entry = self.policy.plain(origin, host, protocol)
-        if entry is None:
-            return
-        expected = accept_key_bytes(key)
-        if expected is None:
-            return
         path = scope.get("path", "/")
-        scheme = scope.get("scheme", "ws")
         client = scope.get("client")
         if not (
-            type(path) is str
-            and type(scheme) is str
+            version == b"13"
+            and type(key) is bytes
+            and (origin is None or type(origin) is bytes)
+            and (host is None or type(host) is bytes)
+            and (protocol is not None or not scope.get("subprotocols"))
+            and (protocol is None or type(protocol) is bytes)
+            and scope.get("http_version", "1.1") == "1.1"
+            and type(path) is str
             and (
                 client is None
                 or (
@@ -233,6 +265,13 @@ class HandshakeMiddleware:
             )
         ):
             return
+        entry = self.policy.plain(origin, host, protocol)
+        if entry is None:
+            return
+        expected = accept_key_bytes(key)
+        if expected is None:
+            return
+        scheme = scope.get("scheme", "ws")
         extensions = scope.get("extensions")
         handshake.request = tuple.__new__(
             HandshakeRequest,
@@ -244,7 +283,7 @@ class HandshakeMiddleware:
                 (key.decode("latin-1"),),
                 entry.subprotocols,
                 "1.1",
-                scheme,
+                scheme if type(scheme) is str else str(scheme),
                 client,
                 (type(extensions) is dict or isinstance(extensions, Mapping))
                 and "websocket.http.response" in extensions,
@@ -330,48 +369,6 @@ class _Handshake:
         self.decision: Accept | Reject | None = None
         self.route = "default"
         self.audit_id = _IDS.next()
-
-    async def run(self) -> None:
-        """The whole handshake: connect, decision, refusal or the app, one event."""
-        mw = self.mw
-        try:
-            message = await self.receive_()
-            if message.get("type") != "websocket.connect":
-                # websocket.disconnect (or anything unexpected): no handshake to answer, and
-                # the app never sees a socket whose handshake was not checked.
-                self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="no websocket.connect")
-                return
-            self.connect = message
-            decision = self.decision
-            if decision is None:
-                decision = await self.decide()
-            elif isinstance(decision, Accept) and mw.policy.key_reuse != "ignore":
-                # Decided by the plain lane, whose store is the built-in memory store: only
-                # the key is left to check, inline.
-                decision = self.check_key_inline(decision)
-            self.decision = decision
-            if isinstance(decision, Reject):
-                await self.deny(decision, Outcome.REJECTED)
-                return
-            try:
-                await mw.app(self.child_scope(decision), self.receive, self.send)
-            except BaseException as exc:
-                if not await self.app_raised(exc, decision):
-                    raise
-            else:
-                if self.state == _PENDING:
-                    await self.app_returned(decision)
-            finally:
-                # However the connection ended: closed by either side, the app raised or
-                # refused, the client vanished, or the task was cancelled.
-                if self.lease is not None:
-                    await self.release_lease()
-        except BaseException:
-            # Cancelled (or failed) before an answer: while reading connect, while the store
-            # answered or while a refusal was sent. The handshake still leaves its one event
-            # (a no-op when it was already audited).
-            self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
-            raise
 
     async def decide(self) -> Accept | Reject:
         """The full path: the route's policy, ``evaluate``, then the store's checks."""
@@ -534,12 +531,11 @@ class _Handshake:
             ),
         )
         scope = self.scope
-        child = dict(scope)
         state = scope.get("state")
-        child["state"] = (
-            {**state, _STATE_KEY: info} if isinstance(state, Mapping) else {_STATE_KEY: info}
-        )
-        return child
+        if not (type(state) is dict or isinstance(state, Mapping)):
+            state = {}  # the server offers no state: the result still rides along
+        # A copy: never mutate the server's scope (ASGI spec, "Middleware").
+        return {**scope, "state": {**state, _STATE_KEY: info}}
 
     async def app_raised(self, exc: BaseException, decision: Accept) -> bool:
         """Audit an exception out of the app; True when it is ours and must not propagate."""

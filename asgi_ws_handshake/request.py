@@ -130,28 +130,34 @@ class HandshakeRequest(NamedTuple):
         )
 
 
-PlainFields = tuple["bytes | None", "bytes | None", "bytes | None", "bytes | None", "bytes | None"]
+PlainFields = tuple[Any, Any, Any, Any, Any]
 
 
 def plain_fields(headers: object) -> PlainFields | None:
     """The raw Origin, Host, version, key and protocol values of an ordinary header list.
 
-    The fast lane's reader: ``(origin, host, version, key, protocol)`` as bytes (None when
-    absent), or None when any of the five is repeated or not bytes, or ``headers`` is not a
-    list or tuple; the caller then reads the scope with ``HandshakeRequest.from_scope``.
+    The plain lane's reader: ``(origin, host, version, key, protocol)`` (None when absent),
+    or None when any header name is repeated or ``headers`` is not a list or tuple of pairs;
+    the caller then reads the scope with ``HandshakeRequest.from_scope``. Values are as the
+    server gave them (bytes, or whatever a broken server passed): the caller checks them.
 
     Only lowercase names are looked at (ASGI: servers lowercase header names). The caller
-    takes the fast lane only when the key was found under its lowercase name, which a server
-    that forgot to lowercase would not produce for a browser's ``Sec-WebSocket-Key``.
+    takes the plain lane only when the key was found under its lowercase name, which a
+    server that forgot to lowercase would not produce for a browser's Sec-WebSocket-Key.
     """
     if type(headers) is not list and type(headers) is not tuple:
         return None
-    found: list[bytes | None] = [None, None, None, None, None]
-    fields = _FIELDS
-    for name, value in headers:
-        index = fields.get(name)
-        if index is not None:
-            if found[index] is not None or type(value) is not bytes:
-                return None
-            found[index] = value
-    return (found[0], found[1], found[2], found[3], found[4])
+    try:
+        fields = dict(headers)
+    except (TypeError, ValueError):  # not pairs, or unhashable names
+        return None
+    if len(fields) != len(headers):  # a repeated line (of any header): not ordinary
+        return None
+    get = fields.get
+    return (
+        get(b"origin"),
+        get(b"host"),
+        get(b"sec-websocket-version"),
+        get(b"sec-websocket-key"),
+        get(b"sec-websocket-protocol"),
+    )
