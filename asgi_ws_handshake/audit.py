@@ -230,17 +230,27 @@ class Auditor:
         timeout: float = 2.0,
         max_pending: int = 10_000,
     ) -> None:
-        self.sinks: tuple[AuditSink, ...] = tuple(sinks)
-        # What emit calls: a MemorySink's ring is appended to directly (one C call).
-        self._calls: tuple[tuple[AuditSink, AuditSink], ...] = tuple(
-            (sink, sink._events.append if type(sink) is MemorySink else sink) for sink in self.sinks
-        )
+        self.sinks = tuple(sinks)
         self.fail_closed = fail_closed
         self.timeout = timeout
         self.max_pending = max_pending
         #: Sink calls that raised, timed out or were dropped.
         self.failures = 0
         self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def sinks(self) -> tuple[AuditSink, ...]:
+        """The sinks every event goes to (assignable)."""
+        return self._sinks
+
+    @sinks.setter
+    def sinks(self, sinks: Iterable[AuditSink]) -> None:
+        self._sinks: tuple[AuditSink, ...] = tuple(sinks)
+        # What emit calls: a MemorySink's ring is appended to directly (one C call).
+        self._calls: tuple[tuple[AuditSink, AuditSink], ...] = tuple(
+            (sink, sink._events.append if type(sink) is MemorySink else sink)
+            for sink in self._sinks
+        )
 
     def emit(self, event: AuditEvent) -> None:
         """Deliver ``event``; never raises."""

@@ -743,7 +743,9 @@ class _Handshake:
             offered = redacted
         client = request.client
         versions = request.versions
+        hosts, origins = request.hosts, request.origins
         # Positional, in AuditEvent's field order: the cheapest way to build the tuple.
+        # (Values within the cap are taken as they are, without a call: the usual case.)
         return tuple.__new__(
             AuditEvent,
             (
@@ -753,14 +755,14 @@ class _Handshake:
                 f"{client[0]}:{client[1]}" if client else None,
                 request.path,
                 self.route,
-                _cap(request.hosts),
-                _cap(request.origins),
+                hosts[0] if len(hosts) == 1 and len(hosts[0]) <= _CAP else _cap(hosts),
+                origins[0] if len(origins) == 1 and len(origins[0]) <= _CAP else _cap(origins),
                 offered,
                 subprotocol,
                 (versions[0] if len(versions) == 1 else _cap((", ".join(versions),)))
                 if versions
                 else None,
-                _cap(keys),
+                keys[0] if len(keys) == 1 and len(keys[0]) <= _CAP else _cap(keys),
                 key_valid,
                 expected,
                 self.key_reused,

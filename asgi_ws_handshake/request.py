@@ -1,9 +1,13 @@
 """The handshake as the policy sees it: a frozen value built from an ASGI websocket scope.
 
-``HandshakeRequest.from_scope`` is the only reader of ``scope["headers"]``. It keeps every
-repeated header line (never ``dict()`` them: a second Origin or Key must stay visible), splits
-comma-joined lists (daphne joins repeated lines into one), decodes bytes as latin-1 and never
-raises on header content. Judging the values is left to the policy.
+``HandshakeRequest.from_scope`` reads ``scope["headers"]``. It keeps every repeated header
+line (a second Origin or Key must stay visible), splits comma-joined lists (daphne joins
+repeated lines into one), decodes bytes as latin-1 and never raises on header content.
+Judging the values is left to the policy.
+
+``plain_fields`` is the other reader, for the middleware's plain lane: it only recognises
+ordinary header lists (every name lowercase and present once), where a ``dict()`` of the
+headers loses nothing, and hands back raw values; anything else is left to ``from_scope``.
 """
 
 from __future__ import annotations
@@ -141,17 +145,18 @@ def plain_fields(headers: object) -> PlainFields | None:
     the caller then reads the scope with ``HandshakeRequest.from_scope``. Values are as the
     server gave them (bytes, or whatever a broken server passed): the caller checks them.
 
-    Only lowercase names are looked at (ASGI: servers lowercase header names). The caller
-    takes the plain lane only when the key was found under its lowercase name, which a
-    server that forgot to lowercase would not produce for a browser's Sec-WebSocket-Key.
+    Every name must be lowercase (ASGI says servers lowercase them; ``from_scope`` still
+    reads a name that is not, so such a list is left to it).
     """
     if type(headers) is not list and type(headers) is not tuple:
         return None
     try:
         fields = dict(headers)
-    except (TypeError, ValueError):  # not pairs, or unhashable names
+        # One C call over all names: bytes.islower() is False for any uppercase ASCII letter.
+        lowercase = b"".join(fields).islower()
+    except (TypeError, ValueError):  # not pairs, unhashable or non-bytes names
         return None
-    if len(fields) != len(headers):  # a repeated line (of any header): not ordinary
+    if not lowercase or len(fields) != len(headers):  # or a repeated line of any header
         return None
     get = fields.get
     return (

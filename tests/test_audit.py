@@ -241,6 +241,33 @@ async def test_memory_store_forgets_after_ttl() -> None:
         MemoryStore(max_keys=0)
 
 
+async def test_sinks_can_be_replaced_after_construction() -> None:
+    first, second = MemorySink(), MemorySink()
+    result = await run(None, audit=first)
+    result.middleware.auditor.sinks = (*result.middleware.auditor.sinks, second)
+    await result.middleware(ws_scope(key=new_key()), Script().receive, Script().send)
+    assert len(first.events) == 2
+    assert len(second.events) == 1
+
+
+def test_memory_store_sweeps_only_when_the_oldest_key_is_due() -> None:
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    assert store.remember("long", 100) is False
+    assert store.remember("short", 1) is False  # behind a longer-lived key (two routes' TTLs)
+    now[0] = 5.0
+    # The sweep stops at "long", so "short" is still held, yet it is not reported as reused.
+    assert len(store) == 2
+    assert store.remember("short", 1) is False
+    assert store.remember("short", 1) is True
+    now[0] = 101.0  # "long" is due: the next call sweeps it (and the expired "short")
+    assert store.remember("c", 1) is False
+    assert len(store) == 1
+    now[0] = 200.0
+    assert store.remember("c", 1) is False  # empty after the sweep, then "c" again
+    assert len(store) == 1
+
+
 async def test_jsonl_sink_writes_one_line_per_event(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     sink = JSONLinesSink(path)
