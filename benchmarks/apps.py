@@ -1,14 +1,17 @@
-"""The ASGI apps the end-to-end benchmarks run under uvicorn: ``bare`` and ``guarded``.
+"""The ASGI apps the end-to-end benchmarks run under uvicorn: ``bare``, ``guarded``, ``channels``.
 
 ``bare`` accepts every socket and echoes each message; ``guarded`` is the same app behind the
 full policy (origin patterns, subprotocol negotiation, key-reuse store, audit to a memory
-sink). Both answer ``GET /cpu`` with the server process's CPU seconds, so the client can
-report server CPU per handshake or message next to the wall-clock rate.
+sink); ``channels`` is the same app behind Django Channels' ``OriginValidator`` (origin only,
+the same origins), the reference point. All answer ``GET /cpu`` with the server process's CPU
+seconds, so the client can report server CPU per handshake or message next to the rate.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from typing import Any
 
 from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
 from asgi_ws_handshake.middleware import Receive, Scope, Send
@@ -55,3 +58,34 @@ guarded = HandshakeMiddleware(
     audit=MemorySink(),
     store=MemoryStore(),
 )
+
+
+#: Whether Django Channels is installed (the ``channels`` app exists only then).
+HAVE_CHANNELS = importlib.util.find_spec("channels") is not None
+CHANNELS_ALLOWED = ["https://app.example.com", "https://.example.com"]  # Channels' spelling
+
+
+def _channels() -> Any:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(ALLOWED_HOSTS=["*"], INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+    from channels.security.websocket import OriginValidator
+
+    validator = OriginValidator(bare, CHANNELS_ALLOWED)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # OriginValidator refuses non-websocket scopes: GET /cpu goes around it (one call
+        # more on the websocket path, a fraction of a microsecond).
+        if scope["type"] == "websocket":
+            await validator(scope, receive, send)
+        else:
+            await bare(scope, receive, send)
+
+    return app
+
+
+if HAVE_CHANNELS:
+    channels = _channels()

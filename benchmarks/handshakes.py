@@ -1,26 +1,40 @@
 """End to end: handshakes per second through a real uvicorn on 127.0.0.1, with and without
 the middleware.
 
-Two uvicorn processes run side by side (``benchmarks.apps:bare`` and ``:guarded``); this
-process is the client. Each round runs one batch against each server, alternating the order;
-a batch is ``--count`` handshakes spread over ``--threads`` client threads, each opening a
-socket, completing the handshake with a fresh key and closing. Reported: handshakes/s (wall
-clock, median over rounds), the server's own CPU microseconds per handshake, and the
-guarded/bare ratios (target: rate ratio >= 0.98).
+Four uvicorn processes run side by side: ``benchmarks.apps:bare``, the same app again (the
+control), ``:guarded`` and ``:channels`` (behind Django Channels' ``OriginValidator``, when
+installed); this process is the client. Each round runs one batch against
+each server, rotating the order; a batch is ``--count`` handshakes spread over ``--threads``
+client threads, each opening a socket, completing the handshake with a fresh key and closing.
+Every ``--sessions`` starts fresh processes (see ``servers.sessions``) for ``--rounds``
+rounds. With two CPUs or more the servers share one CPU and the client gets the others.
 
-    python -m benchmarks.handshakes [--quick] [--rounds N] [--count N] [--threads N] [--json PATH]
+Reported: handshakes/s (median over all rounds), the server's own CPU microseconds per
+handshake, and ratios to the bare app paired per round (median): guarded / bare (target:
+>= 0.98), Channels / bare for reference, and control / bare, which is the same app twice, so
+its distance from 1.000 is the run's resolution.
+
+    python -m benchmarks.handshakes [--quick] [--sessions N] [--rounds N] [--count N]
+        [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.common import alternate, emit, median, parser, spread, table, verdict
-from benchmarks.servers import WS, Server, handshake, in_threads, new_key, servers, upgrade_request
+from benchmarks.common import emit, median, parser, spread, table, verdict
+from benchmarks.servers import WS, Server, handshake, in_threads, new_key, sessions, upgrade_request
 
-APPS = {"bare": "benchmarks.apps:bare", "guarded": "benchmarks.apps:guarded"}
+APPS = {
+    "bare": "benchmarks.apps:bare",
+    "control": "benchmarks.apps:bare",
+    "guarded": "benchmarks.apps:guarded",
+}
+if importlib.util.find_spec("channels") is not None:
+    APPS["channels"] = "benchmarks.apps:channels"
 
 
 def batch(server: Server, count: int, threads: int) -> Callable[[], tuple[float, float]]:
@@ -45,28 +59,44 @@ def batch(server: Server, count: int, threads: int) -> Callable[[], tuple[float,
     return measure
 
 
-def run(rounds: int, count: int, threads: int, ws: str = WS) -> dict[str, Any]:
-    with servers(list(APPS.values()), ws) as running:
-        for app in APPS.values():  # warm both servers up
-            batch(running[app], threads * 5, threads)()
-        measures = {name: batch(running[app], count, threads) for name, app in APPS.items()}
-        raw = alternate(measures, rounds)
+def paired_ratios(values: dict[str, list[float]], name: str) -> list[float]:
+    return [v / b for v, b in zip(values[name], values["bare"], strict=True)]
+
+
+def run(sessions_: int, rounds: int, count: int, threads: int, ws: str = WS) -> dict[str, Any]:
+    raw = sessions(
+        APPS,
+        lambda running: {name: batch(server, count, threads) for name, server in running.items()},
+        sessions=sessions_,
+        rounds=rounds,
+        ws=ws,
+        warm=lambda server: batch(server, threads * 10, threads)(),
+    )
     rate = {name: [r for r, _ in values] for name, values in raw.items()}
     cpu = {name: [c for _, c in values] for name, values in raw.items()}
-    result: dict[str, Any] = {
+    return {
         "benchmark": "handshakes",
         "server": f"uvicorn --ws {ws}",
+        "sessions": sessions_,
         "rounds": rounds,
         "count": count,
         "threads": threads,
         "per_second": {name: median(values) for name, values in rate.items()},
         "server_cpu_us": {name: median(values) for name, values in cpu.items()},
         "spread": {name: spread(values) for name, values in rate.items()},
-        # Paired per round: guarded / bare in the same round, then the median.
-        "rate_ratio": median([g / b for g, b in zip(rate["guarded"], rate["bare"], strict=True)]),
-        "cpu_ratio": median([g / b for g, b in zip(cpu["guarded"], cpu["bare"], strict=True)]),
+        "rate_ratio": median(paired_ratios(rate, "guarded")),
+        "cpu_ratio": median(paired_ratios(cpu, "guarded")),
+        "control_rate_ratio": median(paired_ratios(rate, "control")),
+        "control_cpu_ratio": median(paired_ratios(cpu, "control")),
+        **(
+            {
+                "channels_rate_ratio": median(paired_ratios(rate, "channels")),
+                "channels_cpu_ratio": median(paired_ratios(cpu, "channels")),
+            }
+            if "channels" in raw
+            else {}
+        ),
     }
-    return result
 
 
 def render(result: dict[str, Any]) -> str:
@@ -79,28 +109,49 @@ def render(result: dict[str, Any]) -> str:
             f"{result['rate_ratio']:.3f} {verdict(result['rate_ratio'] >= 0.98)}",
             f"{result['cpu_ratio']:.3f}",
         ],
+        *(
+            [
+                [
+                    "Channels OriginValidator (origin only) / bare",
+                    f"{result['channels_rate_ratio']:.3f}",
+                    f"{result['channels_cpu_ratio']:.3f}",
+                ]
+            ]
+            if "channels_rate_ratio" in result
+            else []
+        ),
+        [
+            "control: bare again / bare (resolution)",
+            f"{result['control_rate_ratio']:.3f}",
+            f"{result['control_cpu_ratio']:.3f}",
+        ],
     ]
     head = (
-        f"End to end through {result['server']} on 127.0.0.1: median of {result['rounds']} "
-        f"rounds x {result['count']} handshakes, {result['threads']} client threads"
+        f"End to end through {result['server']} on 127.0.0.1: median of {result['sessions']} "
+        f"sessions x {result['rounds']} rounds x {result['count']} handshakes, "
+        f"{result['threads']} client threads"
     )
     return head + "\n" + table(["variant", "handshakes/s", "server CPU µs/handshake"], rows)
 
 
-#: (rounds, count, threads)
-FULL = (9, 600, 3)
-QUICK = (2, 30, 3)
+#: (sessions, rounds, count, threads)
+FULL = (6, 6, 300, 3)
+QUICK = (1, 2, 30, 3)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=FULL[0])
-    p.add_argument("--count", type=int, default=FULL[1])
-    p.add_argument("--threads", type=int, default=FULL[2])
+    p.add_argument("--sessions", type=int, default=FULL[0])
+    p.add_argument("--rounds", type=int, default=FULL[1])
+    p.add_argument("--count", type=int, default=FULL[2])
+    p.add_argument("--threads", type=int, default=FULL[3])
     p.add_argument("--ws", default=WS, help="uvicorn --ws implementation")
     args = p.parse_args(argv)
-    rounds, count = QUICK[:2] if args.quick else (args.rounds, args.count)
-    result = run(rounds, count, args.threads, args.ws)
+    if args.quick:
+        sessions_, rounds, count, threads = QUICK
+    else:
+        sessions_, rounds, count, threads = args.sessions, args.rounds, args.count, args.threads
+    result = run(sessions_, rounds, count, threads, args.ws)
     emit(result, render(result), args.json)
 
 

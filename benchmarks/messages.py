@@ -1,13 +1,15 @@
 """Message path: echo messages per second after accept, with and without the middleware.
 
-Two uvicorn processes run side by side (``benchmarks.apps:bare`` and ``:guarded``); this
-process is the client. In each round, against each server (alternating the order), every
-client thread opens one socket, then sends masked text frames in windows of ``--window`` and
-reads the echoes, until the batch's messages are done. Only the message exchange is timed.
-Reported: messages/s (median over rounds), the server's CPU microseconds per message, and
-guarded/bare ratios paired per round (target: rate ratio >= 0.99).
+The same servers as ``benchmarks.handshakes`` (bare, control, guarded, Channels), started
+afresh for each of ``--sessions``; this process is the client. In each round, against each
+server (rotating the order), every client thread opens one socket, then sends masked text
+frames in windows of ``--window`` and reads the echoes, until the batch's messages are done.
+Only the message exchange is timed. Reported: messages/s (median over rounds), the server's
+CPU microseconds per message, and ratios to the bare app paired per round (target: guarded /
+bare >= 0.99; control / bare shows the run's resolution).
 
-    python -m benchmarks.messages [--quick] [--rounds N] [--count N] [--threads N] [--json PATH]
+    python -m benchmarks.messages [--quick] [--sessions N] [--rounds N] [--count N]
+        [--threads N] [--window N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.common import alternate, emit, median, parser, spread, table, verdict
-from benchmarks.servers import WS, Server, handshake, in_threads, new_key, servers, upgrade_request
+from benchmarks.common import emit, median, parser, spread, table, verdict
+from benchmarks.handshakes import APPS, paired_ratios
+from benchmarks.servers import WS, Server, handshake, in_threads, new_key, sessions, upgrade_request
 
-APPS = {"bare": "benchmarks.apps:bare", "guarded": "benchmarks.apps:guarded"}
 PAYLOAD = b"ping 0123456789abcdef0123456789"  # 32 bytes: one short text frame
 
 
@@ -78,17 +80,25 @@ def batch(
     return measure
 
 
-def run(rounds: int, count: int, threads: int, window: int, ws: str = WS) -> dict[str, Any]:
-    with servers(list(APPS.values()), ws) as running:
-        for app in APPS.values():  # warm up
-            batch(running[app], threads * window * 4, threads, window)()
-        measures = {name: batch(running[app], count, threads, window) for name, app in APPS.items()}
-        raw = alternate(measures, rounds)
+def run(
+    sessions_: int, rounds: int, count: int, threads: int, window: int, ws: str = WS
+) -> dict[str, Any]:
+    raw = sessions(
+        APPS,
+        lambda running: {
+            name: batch(server, count, threads, window) for name, server in running.items()
+        },
+        sessions=sessions_,
+        rounds=rounds,
+        ws=ws,
+        warm=lambda server: batch(server, threads * window * 4, threads, window)(),
+    )
     rate = {name: [r for r, _ in values] for name, values in raw.items()}
     cpu = {name: [c for _, c in values] for name, values in raw.items()}
     return {
         "benchmark": "messages",
         "server": f"uvicorn --ws {ws}",
+        "sessions": sessions_,
         "rounds": rounds,
         "count": count,
         "threads": threads,
@@ -96,8 +106,18 @@ def run(rounds: int, count: int, threads: int, window: int, ws: str = WS) -> dic
         "per_second": {name: median(values) for name, values in rate.items()},
         "server_cpu_us": {name: median(values) for name, values in cpu.items()},
         "spread": {name: spread(values) for name, values in rate.items()},
-        "rate_ratio": median([g / b for g, b in zip(rate["guarded"], rate["bare"], strict=True)]),
-        "cpu_ratio": median([g / b for g, b in zip(cpu["guarded"], cpu["bare"], strict=True)]),
+        "rate_ratio": median(paired_ratios(rate, "guarded")),
+        "cpu_ratio": median(paired_ratios(cpu, "guarded")),
+        "control_rate_ratio": median(paired_ratios(rate, "control")),
+        "control_cpu_ratio": median(paired_ratios(cpu, "control")),
+        **(
+            {
+                "channels_rate_ratio": median(paired_ratios(rate, "channels")),
+                "channels_cpu_ratio": median(paired_ratios(cpu, "channels")),
+            }
+            if "channels" in raw
+            else {}
+        ),
     }
 
 
@@ -111,30 +131,51 @@ def render(result: dict[str, Any]) -> str:
             f"{result['rate_ratio']:.3f} {verdict(result['rate_ratio'] >= 0.99)}",
             f"{result['cpu_ratio']:.3f}",
         ],
+        *(
+            [
+                [
+                    "Channels OriginValidator (origin only) / bare",
+                    f"{result['channels_rate_ratio']:.3f}",
+                    f"{result['channels_cpu_ratio']:.3f}",
+                ]
+            ]
+            if "channels_rate_ratio" in result
+            else []
+        ),
+        [
+            "control: bare again / bare (resolution)",
+            f"{result['control_rate_ratio']:.3f}",
+            f"{result['control_cpu_ratio']:.3f}",
+        ],
     ]
     head = (
-        f"Echo messages through {result['server']} on 127.0.0.1: median of {result['rounds']} "
-        f"rounds x {result['count']} messages, {result['threads']} sockets, "
-        f"window {result['window']}"
+        f"Echo messages through {result['server']} on 127.0.0.1: median of {result['sessions']} "
+        f"sessions x {result['rounds']} rounds x {result['count']} messages, "
+        f"{result['threads']} sockets, window {result['window']}"
     )
     return head + "\n" + table(["variant", "messages/s", "server CPU µs/message"], rows)
 
 
-#: (rounds, count, threads, window)
-FULL = (9, 12000, 2, 8)
-QUICK = (2, 64, 2, 8)
+#: (sessions, rounds, count, threads, window)
+FULL = (5, 5, 8000, 2, 8)
+QUICK = (1, 2, 64, 2, 8)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=FULL[0])
-    p.add_argument("--count", type=int, default=FULL[1])
-    p.add_argument("--threads", type=int, default=FULL[2])
-    p.add_argument("--window", type=int, default=FULL[3])
+    p.add_argument("--sessions", type=int, default=FULL[0])
+    p.add_argument("--rounds", type=int, default=FULL[1])
+    p.add_argument("--count", type=int, default=FULL[2])
+    p.add_argument("--threads", type=int, default=FULL[3])
+    p.add_argument("--window", type=int, default=FULL[4])
     p.add_argument("--ws", default=WS, help="uvicorn --ws implementation")
     args = p.parse_args(argv)
-    rounds, count = QUICK[:2] if args.quick else (args.rounds, args.count)
-    result = run(rounds, count, args.threads, args.window, args.ws)
+    if args.quick:
+        sessions_, rounds, count, threads, window = QUICK
+    else:
+        sessions_, rounds, count = args.sessions, args.rounds, args.count
+        threads, window = args.threads, args.window
+    result = run(sessions_, rounds, count, threads, window, args.ws)
     emit(result, render(result), args.json)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,11 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, alternate
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -65,7 +69,8 @@ def _wait(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
     raise TimeoutError(f"server did not listen on {port}")
 
 
-def start(app: str, tmp: Path, ws: str = WS) -> Server:
+def start(app: str, tmp: Path, ws: str = WS, cpu: int | None = None) -> Server:
+    """Start uvicorn on ``app``; pinned to ``cpu`` when given (Linux)."""
     port = _free_port()
     log = tmp / f"{app.replace(':', '-')}-{port}.log"
     cmd = [
@@ -86,6 +91,8 @@ def start(app: str, tmp: Path, ws: str = WS) -> Server:
         "error",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
@@ -107,18 +114,72 @@ def stop(server: Server) -> None:
             server.proc.wait(5)
 
 
+def placement() -> tuple[int | None, set[int] | None]:
+    """(the CPU for the servers, the CPUs for the client), or (None, None) when not pinning.
+
+    With two CPUs or more (and ``taskset``), the servers share the last CPU and the client
+    threads get the others, so a round never measures the client and server fighting over one
+    core. Fewer CPUs, or no affinity support: nothing is pinned.
+    """
+    if not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[-1], set(cpus[:-1])
+
+
 @contextlib.contextmanager
-def servers(apps: Sequence[str], ws: str = WS) -> Iterator[dict[str, Server]]:
-    """Start one uvicorn per app (all at once, so rounds can alternate between them)."""
+def servers(
+    apps: Mapping[str, str], ws: str = WS, *, pin: bool = True
+) -> Iterator[dict[str, Server]]:
+    """Start one uvicorn per ``{name: app}`` (all at once, so rounds alternate between them).
+
+    With ``pin``, see ``placement``: the servers share one CPU, this process runs on the rest
+    until the block ends.
+    """
+    server_cpu, client_cpus = placement() if pin else (None, None)
+    before = os.sched_getaffinity(0) if client_cpus else None
     with tempfile.TemporaryDirectory(prefix="wsh-bench-") as tmp:
         started: dict[str, Server] = {}
         try:
-            for app in apps:
-                started[app] = start(app, Path(tmp), ws)
+            for name, app in apps.items():
+                started[name] = start(app, Path(tmp), ws, server_cpu)
+            if client_cpus:
+                os.sched_setaffinity(0, client_cpus)
             yield started
         finally:
+            if before is not None:
+                os.sched_setaffinity(0, before)
             for server in started.values():
                 stop(server)
+
+
+def sessions(
+    apps: Mapping[str, str],
+    measures: Callable[[dict[str, Server]], Mapping[str, Callable[[], T]]],
+    *,
+    sessions: int,
+    rounds: int,
+    ws: str = WS,
+    warm: Callable[[Server], object] | None = None,
+) -> dict[str, list[T]]:
+    """Every variant's measurements over ``sessions`` x ``rounds``.
+
+    Each session starts fresh server processes (new hash seeds, new memory layout: a process
+    can run a few percent faster or slower than its twin for the whole of its life, so one
+    process per variant would measure that too), warms them, then alternates the variants for
+    ``rounds`` rounds. The lists hold every round of every session, in order.
+    """
+    results: dict[str, list[T]] = {name: [] for name in apps}
+    for _ in range(sessions):
+        with servers(apps, ws) as running:
+            if warm is not None:
+                for server in running.values():
+                    warm(server)
+            for name, values in alternate(measures(running), rounds).items():
+                results[name].extend(values)
+    return results
 
 
 def new_key() -> str:
