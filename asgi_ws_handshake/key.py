@@ -24,7 +24,7 @@ _GUID_BYTES = GUID.encode("ascii")
 # 2 data bits and 4 zero pad bits, so only A, Q, g or w are canonical there. The standard
 # alphabet only: no URL-safe characters, no whitespace, no missing padding.
 _KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
-_KEY_BYTES_RE = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")
+_a2b = binascii.a2b_base64
 
 
 def _sha1_factory() -> Callable[[bytes], Any]:
@@ -71,12 +71,19 @@ def accept_key(key: str) -> str:
     return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
-def accept_key_bytes(key: bytes) -> str | None:
+def accept_key_bytes(key: Any) -> str | None:
     """``accept_key`` for a raw header value: None unless it is a canonical key (as above).
 
-    The fast lane's form: one regex match and one SHA-1 on the bytes as the server gave them.
+    The plain lane's form, on the bytes as the server gave them. The same rule as
+    ``is_valid_key``, checked by decoding: 24 characters, strict base64 (standard alphabet,
+    correct padding) of 16 bytes, the 22nd character one of A, Q, g or w.
     """
-    if _KEY_BYTES_RE.fullmatch(key) is None:
+    if type(key) is not bytes or len(key) != 24 or key[21] not in b"AQgw":
+        return None  # (from_scope, too, ignores values that are not bytes)
+    try:
+        if len(_a2b(key, strict_mode=True)) != 16:
+            return None
+    except binascii.Error:  # not strict base64
         return None
     # RFC 6455 4.2.2 item 5.4: SHA-1 of the key and GUID, base64-encoded.
     return binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False).decode("ascii")

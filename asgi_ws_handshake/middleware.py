@@ -247,11 +247,8 @@ class HandshakeMiddleware:
         client = scope.get("client")
         if not (
             version == b"13"
-            and type(key) is bytes
-            and (origin is None or type(origin) is bytes)
-            and (host is None or type(host) is bytes)
-            and (protocol is not None or not scope.get("subprotocols"))
-            and (protocol is None or type(protocol) is bytes)
+            # Offered subprotocols come from the header line, not from the scope's list.
+            and (type(protocol) is bytes or (protocol is None and not scope.get("subprotocols")))
             and scope.get("http_version", "1.1") == "1.1"
             and type(path) is str
             and (
@@ -265,6 +262,8 @@ class HandshakeMiddleware:
             )
         ):
             return
+        # (Values that are not bytes: ignored by from_scope, and so by ``plain``; a key that is
+        # not bytes is no key for accept_key_bytes.)
         entry = self.policy.plain(origin, host, protocol)
         if entry is None:
             return

@@ -143,7 +143,7 @@ class HandshakePolicy:
     _stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _plain: dict[tuple[bytes | None, ...], PlainAccept | None] = field(
+    _plain: dict[tuple[object, ...], PlainAccept | None] = field(
         init=False, repr=False, compare=False
     )
 
@@ -273,9 +273,7 @@ class HandshakePolicy:
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self._host_suffixes
         )
 
-    def plain(
-        self, origin: bytes | None, host: bytes | None, protocol: bytes | None
-    ) -> PlainAccept | None:
+    def plain(self, origin: object, host: object, protocol: object) -> PlainAccept | None:
         """Memoised ``evaluate`` for an ordinary handshake; None when it is not accepted.
 
         An ordinary handshake is HTTP/1.1 with exactly one of each header line, version
@@ -283,6 +281,8 @@ class HandshakePolicy:
         ``evaluate`` then depends on nothing but these three raw values (the key only gives
         the accept value), so the decision is computed once per distinct triple, by
         ``evaluate`` itself, and remembered (up to 1024 triples, then forgotten together).
+        Values are as the server gave them: like ``from_scope``, the decision ignores values
+        that are not bytes.
         None when the policy has a ``select_subprotocol`` callable, whose choice may depend
         on anything (or is a subclass): such policies always take ``evaluate``.
         """
@@ -291,6 +291,8 @@ class HandshakePolicy:
             return self._plain[memo_key]
         except KeyError:
             pass
+        except TypeError:  # an unhashable value: not an ordinary handshake
+            return None
         entry: PlainAccept | None = None
         # A subclass's evaluate may read anything (the path, the client): never memoised.
         if self.select_subprotocol is None and type(self) is HandshakePolicy:

@@ -6,8 +6,8 @@ repeated lines into one), decodes bytes as latin-1 and never raises on header co
 Judging the values is left to the policy.
 
 ``plain_fields`` is the other reader, for the middleware's plain lane: it only recognises
-ordinary header lists (every name lowercase and present once), where a ``dict()`` of the
-headers loses nothing, and hands back raw values; anything else is left to ``from_scope``.
+ordinary header lists (every name lowercase, each of the five handshake fields at most once)
+and hands back their raw values; anything else is left to ``from_scope``.
 """
 
 from __future__ import annotations
@@ -134,35 +134,33 @@ class HandshakeRequest(NamedTuple):
         )
 
 
-PlainFields = tuple[Any, Any, Any, Any, Any]
+PlainFields = list[Any]
 
 
 def plain_fields(headers: object) -> PlainFields | None:
     """The raw Origin, Host, version, key and protocol values of an ordinary header list.
 
-    The plain lane's reader: ``(origin, host, version, key, protocol)`` (None when absent),
-    or None when any header name is repeated or ``headers`` is not a list or tuple of pairs;
-    the caller then reads the scope with ``HandshakeRequest.from_scope``. Values are as the
-    server gave them (bytes, or whatever a broken server passed): the caller checks them.
-
-    Every name must be lowercase (ASGI says servers lowercase them; ``from_scope`` still
-    reads a name that is not, so such a list is left to it).
+    The plain lane's reader: ``[origin, host, version, key, protocol]`` (None when absent), or
+    None when one of the five is repeated, a name is not lowercase (ASGI says servers
+    lowercase them; ``from_scope`` still reads one that is not), or ``headers`` is not a list
+    or tuple of pairs; the caller then reads the scope with ``HandshakeRequest.from_scope``.
+    Values are as the server gave them (bytes, or whatever a broken server passed): the
+    caller checks them.
     """
     if type(headers) is not list and type(headers) is not tuple:
         return None
+    found: list[Any] = [None, None, None, None, None]
+    get = _FIELDS.get
     try:
-        fields = dict(headers)
-        # One C call over all names: bytes.islower() is False for any uppercase ASCII letter.
-        lowercase = b"".join(fields).islower()
-    except (TypeError, ValueError):  # not pairs, unhashable or non-bytes names
+        for name, value in headers:
+            index = get(name)
+            if index is None:
+                if not name.islower():  # bytes.islower(): no uppercase ASCII letter
+                    return None
+            elif found[index] is None:
+                found[index] = value
+            else:
+                return None  # a repeated line
+    except (TypeError, ValueError, AttributeError):  # not pairs, or names not bytes or str
         return None
-    if not lowercase or len(fields) != len(headers):  # or a repeated line of any header
-        return None
-    get = fields.get
-    return (
-        get(b"origin"),
-        get(b"host"),
-        get(b"sec-websocket-version"),
-        get(b"sec-websocket-key"),
-        get(b"sec-websocket-protocol"),
-    )
+    return found

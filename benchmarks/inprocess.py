@@ -8,6 +8,11 @@ added over the bare app (paired per round), and our overhead divided by Channels
 most 0.5). Also: a refused handshake, and an ``http`` scope passing through, compared with one
 extra pass-through call (a closure, and a Starlette-style middleware class).
 
+Back to back, every call finds the code and data of the previous one in the CPU caches. In a
+server it does not: between two handshakes the server's own work evicts them. The cold rows
+repeat the accepted handshake with 8 MiB of other memory touched before each call (and the
+scope touched again, as a server that has just built it would), timing only the calls.
+
     python -m benchmarks.inprocess [--quick] [--rounds N] [--count N] [--json PATH]
 """
 
@@ -181,12 +186,42 @@ async def _calls(app: ASGIApp, scopes: Sequence[Scope]) -> float:
     return time.perf_counter() - start
 
 
+#: Memory a server's other work touches between two handshakes, in cold mode.
+_ELSEWHERE = bytearray(8 * 2**20)
+_ELSEWHERE_OBJECTS: list[dict[str, Any]] = [{"n": n, "s": str(n)} for n in range(20_000)]
+
+
+def _elsewhere(scope: Scope) -> None:
+    """Evict the caches the way a server's other work does, then touch ``scope`` as a server
+    that has just built it would (its headers are fresh in a real server)."""
+    _ELSEWHERE[::64] = bytes(len(_ELSEWHERE) // 64)
+    for item in _ELSEWHERE_OBJECTS[::5]:
+        item["n"] += 1
+    for name, value in scope["headers"]:
+        len(name) + len(value)
+    for key in scope:
+        scope[key]
+
+
+async def _cold_calls(app: ASGIApp, scopes: Sequence[Scope]) -> float:
+    """Like ``_calls``, but caches are evicted before each call and only the calls are timed."""
+    total = 0.0
+    for scope in scopes:
+        _elsewhere(scope)
+        start = time.perf_counter()
+        await app(scope, receive, send)
+        total += time.perf_counter() - start
+    return total
+
+
 def drive(app: ASGIApp, scope: Scope) -> None:
     """Run one ASGI call to completion on the benchmark's event loop."""
     _loop().run_until_complete(_calls(app, [scope]))
 
 
-def timed(make_app: Callable[[], ASGIApp], scopes: Sequence[Scope]) -> Callable[[], float]:
+def timed(
+    make_app: Callable[[], ASGIApp], scopes: Sequence[Scope], cold: bool = False
+) -> Callable[[], float]:
     """A measurement: a fresh app (empty store), then microseconds per call over ``scopes``.
 
     The calls run back to back in one task on an event loop (the middleware may use
@@ -200,7 +235,8 @@ def timed(make_app: Callable[[], ASGIApp], scopes: Sequence[Scope]) -> Callable[
         gc.collect()
         gc.disable()
         try:
-            elapsed = _loop().run_until_complete(_calls(app, scopes[1:]))
+            calls = _cold_calls if cold else _calls
+            elapsed = _loop().run_until_complete(calls(app, scopes[1:]))
         finally:
             gc.enable()
         return elapsed / (len(scopes) - 1) * 1e6
@@ -223,9 +259,10 @@ def check_outcomes() -> None:
         raise RuntimeError(f"unexpected outcomes {outcomes!r}")
 
 
-def run(rounds: int, count: int) -> dict[str, Any]:
+def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any]:
     check_outcomes()
     scopes = [websocket_scope(new_key()) for _ in range(count + 1)]
+    cold_scopes = scopes[: (cold_count or max(2, count // 7)) + 1]
     refused = [websocket_scope(new_key(), origin="https://evil.example.net") for _ in scopes]
     https = [http_scope() for _ in scopes]
     channels = channels_validator()
@@ -238,10 +275,13 @@ def run(rounds: int, count: int) -> dict[str, Any]:
         "http_ours": timed(guarded, https),
         "http_wrapper": timed(lambda: passthrough(minimal_app), https),
         "http_class": timed(lambda: Passthrough(minimal_app), https),
+        "bare_cold": timed(lambda: minimal_app, cold_scopes, cold=True),
+        "ours_cold": timed(guarded, cold_scopes, cold=True),
     }
     if channels is not None:
         validator = channels
         accept_variants["channels"] = timed(lambda: validator, scopes)
+        accept_variants["channels_cold"] = timed(lambda: validator, cold_scopes, cold=True)
     raw = alternate(accept_variants, rounds)
     med = {name: median(values) for name, values in raw.items()}
     ours_added = paired(raw["ours"], raw["bare"])
@@ -252,6 +292,8 @@ def run(rounds: int, count: int) -> dict[str, Any]:
         "us_per_call": med,
         "spread": {name: spread(values) for name, values in raw.items()},
         "ours_added_us": ours_added,
+        "ours_cold_added_us": paired(raw["ours_cold"], raw["bare_cold"]),
+        "cold_count": len(cold_scopes) - 1,
         "refused_us": med["ours_refused"],
         "http_added_us": paired(raw["http_ours"], raw["http_bare"]),
         "http_wrapper_added_us": paired(raw["http_wrapper"], raw["http_bare"]),
@@ -267,6 +309,10 @@ def run(rounds: int, count: int) -> dict[str, Any]:
         channels_added = paired(raw["channels"], raw["bare"])
         result["channels_added_us"] = channels_added
         result["ratio_to_channels"] = ours_added / channels_added
+        result["channels_cold_added_us"] = paired(raw["channels_cold"], raw["bare_cold"])
+        result["ratio_to_channels_cold"] = (
+            result["ours_cold_added_us"] / result["channels_cold_added_us"]
+        )
     return result
 
 
@@ -297,6 +343,23 @@ def render(result: dict[str, Any]) -> str:
                 "",
                 "",
                 f"{ratio:.2f} {verdict(ratio <= 0.5)}",
+            ]
+        )
+    rows.append(
+        [
+            "cold caches: asgi-ws-handshake, accepted",
+            f"{med['ours_cold']:.2f}",
+            f"{result['ours_cold_added_us']:.2f}",
+            "",
+        ]
+    )
+    if "channels_cold" in med:
+        rows.append(
+            [
+                "cold caches: Channels OriginValidator, accepted",
+                f"{med['channels_cold']:.2f}",
+                f"{result['channels_cold_added_us']:.2f}",
+                f"{result['ratio_to_channels_cold']:.2f}",
             ]
         )
     rows += [

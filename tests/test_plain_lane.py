@@ -161,18 +161,29 @@ def test_a_browser_handshake_takes_the_lane() -> None:
     assert handshake.decision == Accept("chat.v1", accept_key(GOOD_KEY), "https://app.test")
 
 
+def _with(name: bytes, value: Any) -> dict[str, Any]:
+    """A browser-like scope with header ``name``'s value replaced by ``value``."""
+    scope = ws_scope(protocols="chat.v1")
+    scope["headers"] = [(n, value if n == name else v) for n, v in scope["headers"]]
+    return scope
+
+
 @pytest.mark.parametrize(
     ("why", "scope"),
     [
         ("a refusal is left to the full path", ws_scope(origin="https://evil.test")),
         ("uppercase name", ws_scope(extra=[(b"Cookie", b"a=1")])),
-        ("repeated line", ws_scope(extra=[(b"cookie", b"a=1"), (b"cookie", b"b=2")])),
+        ("repeated Origin", ws_scope(extra=[(b"origin", b"https://app.test")])),
+        ("repeated Host", ws_scope(extra=[(b"host", b"app.test")])),
         ("another version", ws_scope(version="8")),
         ("malformed key", ws_scope(key="not a key")),
         ("HTTP/2", {**ws_scope(), "http_version": "2"}),
         ("protocols only in the scope list", {**ws_scope(), "subprotocols": ["chat.v1"]}),
         ("headers not a list", {**ws_scope(), "headers": iter(ws_scope()["headers"])}),
         ("non-str path", {**ws_scope(), "path": b"/ws"}),
+        ("a key that is not bytes", _with(b"sec-websocket-key", bytearray(GOOD_KEY.encode()))),
+        ("an Origin that is not bytes", _with(b"origin", bytearray(b"https://app.test"))),
+        ("a protocol line that is not bytes", _with(b"sec-websocket-protocol", "chat.v1")),
     ],
 )
 def test_unusual_handshakes_take_the_full_path(why: str, scope: dict[str, Any]) -> None:
@@ -232,14 +243,18 @@ def test_accept_key_bytes_matches_the_text_form(key: str | bytes) -> None:
 
 def test_plain_fields_reads_exactly_the_five_values() -> None:
     scope = ws_scope(protocols="chat")
-    assert plain_fields(scope["headers"]) == (
+    assert plain_fields(scope["headers"]) == [
         b"https://app.test",
         b"app.test",
         b"13",
         scope["headers"][3][1],
         b"chat",
-    )
+    ]
     assert plain_fields(tuple(scope["headers"])) is not None
+    # Other headers may repeat (two Cookie lines over HTTP/2); the five may not.
+    cookies = [*scope["headers"], (b"cookie", b"a=1"), (b"cookie", b"b=2")]
+    assert plain_fields(cookies) == plain_fields(scope["headers"])
+    assert plain_fields([*scope["headers"], (b"sec-websocket-protocol", b"x")]) is None
     assert plain_fields([(b"host", b"a"), (b"x", b"1", b"2")]) is None
     assert plain_fields([([1], b"a")]) is None
     assert plain_fields([(b"123", b"a")]) is None  # no lowercase letter at all: not "plain"
