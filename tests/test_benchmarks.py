@@ -14,9 +14,30 @@ from benchmarks import run_all
 from tests.support import ROOT
 
 BENCHMARKS = {
-    "inprocess": ["us_per_call", "ours_added_us", "refused_us", "http_added_us"],
-    "handshakes": ["per_second", "server_cpu_us", "rate_ratio", "cpu_ratio"],
-    "messages": ["per_second", "server_cpu_us", "rate_ratio", "cpu_ratio"],
+    "inprocess": [
+        "us_per_call",
+        "ours_added_us",
+        "refused_us",
+        "http_added_us",
+        "ours_cold_added_us",
+        "sketch_added_us",
+    ],
+    "handshakes": [
+        "per_second",
+        "server_cpu_us",
+        "rate_ratio",
+        "cpu_ratio",
+        "control_rate_ratio",
+        "channels_rate_ratio",
+    ],
+    "messages": [
+        "per_second",
+        "server_cpu_us",
+        "rate_ratio",
+        "cpu_ratio",
+        "control_rate_ratio",
+        "channels_rate_ratio",
+    ],
     "memory": ["bytes_per_key", "burst"],
 }
 
@@ -81,7 +102,18 @@ def test_inprocess_compares_with_channels(
 ) -> None:
     _, data = results["inprocess"]
     assert {"bare", "ours", "channels", "ours_refused", "http_ours"} <= set(data["us_per_call"])
-    assert "ratio_to_channels" in data
+    assert {"sketch", "ours_cold", "channels_cold"} <= set(data["us_per_call"])
+    assert {"ratio_to_channels", "ratio_to_channels_cold", "sketch_ratio_to_channels"} <= set(data)
+
+
+@pytest.mark.parametrize("name", ["handshakes", "messages"])
+def test_end_to_end_runs_a_control_and_channels(
+    name: str, results: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    stdout, data = results[name]
+    assert {"bare", "control", "guarded", "channels"} == set(data["per_second"])
+    assert "control: bare again / bare" in stdout
+    assert "Channels OriginValidator" in stdout
 
 
 def test_readme_section_goes_between_the_markers_only(
