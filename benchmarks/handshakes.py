@@ -25,8 +25,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.common import emit, median, parser, spread, table, verdict
-from benchmarks.servers import WS, Server, handshake, in_threads, new_key, sessions, upgrade_request
+from benchmarks.common import emit, parser, table
+from benchmarks.servers import (
+    WS,
+    Server,
+    comparison_rows,
+    handshake,
+    in_threads,
+    new_key,
+    sessions,
+    summarise,
+    upgrade_request,
+)
 
 APPS = {
     "bare": "benchmarks.apps:bare",
@@ -59,10 +69,6 @@ def batch(server: Server, count: int, threads: int) -> Callable[[], tuple[float,
     return measure
 
 
-def paired_ratios(values: dict[str, list[float]], name: str) -> list[float]:
-    return [v / b for v, b in zip(values[name], values["bare"], strict=True)]
-
-
 def run(sessions_: int, rounds: int, count: int, threads: int, ws: str = WS) -> dict[str, Any]:
     raw = sessions(
         APPS,
@@ -72,8 +78,6 @@ def run(sessions_: int, rounds: int, count: int, threads: int, ws: str = WS) -> 
         ws=ws,
         warm=lambda server: batch(server, threads * 10, threads)(),
     )
-    rate = {name: [r for r, _ in values] for name, values in raw.items()}
-    cpu = {name: [c for _, c in values] for name, values in raw.items()}
     return {
         "benchmark": "handshakes",
         "server": f"uvicorn --ws {ws}",
@@ -81,51 +85,12 @@ def run(sessions_: int, rounds: int, count: int, threads: int, ws: str = WS) -> 
         "rounds": rounds,
         "count": count,
         "threads": threads,
-        "per_second": {name: median(values) for name, values in rate.items()},
-        "server_cpu_us": {name: median(values) for name, values in cpu.items()},
-        "spread": {name: spread(values) for name, values in rate.items()},
-        "rate_ratio": median(paired_ratios(rate, "guarded")),
-        "cpu_ratio": median(paired_ratios(cpu, "guarded")),
-        "control_rate_ratio": median(paired_ratios(rate, "control")),
-        "control_cpu_ratio": median(paired_ratios(cpu, "control")),
-        **(
-            {
-                "channels_rate_ratio": median(paired_ratios(rate, "channels")),
-                "channels_cpu_ratio": median(paired_ratios(cpu, "channels")),
-            }
-            if "channels" in raw
-            else {}
-        ),
+        **summarise(raw),
     }
 
 
 def render(result: dict[str, Any]) -> str:
-    rate, cpu = result["per_second"], result["server_cpu_us"]
-    rows = [
-        ["bare app", f"{rate['bare']:.0f}", f"{cpu['bare']:.0f}"],
-        ["with asgi-ws-handshake (full policy)", f"{rate['guarded']:.0f}", f"{cpu['guarded']:.0f}"],
-        [
-            "ratio guarded / bare (target >= 0.98)",
-            f"{result['rate_ratio']:.3f} {verdict(result['rate_ratio'] >= 0.98)}",
-            f"{result['cpu_ratio']:.3f}",
-        ],
-        *(
-            [
-                [
-                    "Channels OriginValidator (origin only) / bare",
-                    f"{result['channels_rate_ratio']:.3f}",
-                    f"{result['channels_cpu_ratio']:.3f}",
-                ]
-            ]
-            if "channels_rate_ratio" in result
-            else []
-        ),
-        [
-            "control: bare again / bare (resolution)",
-            f"{result['control_rate_ratio']:.3f}",
-            f"{result['control_cpu_ratio']:.3f}",
-        ],
-    ]
+    rows = comparison_rows(result, 0.98, 0)
     head = (
         f"End to end through {result['server']} on 127.0.0.1: median of {result['sessions']} "
         f"sessions x {result['rounds']} rounds x {result['count']} handshakes, "

@@ -20,9 +20,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.common import emit, median, parser, spread, table, verdict
-from benchmarks.handshakes import APPS, paired_ratios
-from benchmarks.servers import WS, Server, handshake, in_threads, new_key, sessions, upgrade_request
+from benchmarks.common import emit, parser, table
+from benchmarks.handshakes import APPS
+from benchmarks.servers import (
+    WS,
+    Server,
+    comparison_rows,
+    handshake,
+    in_threads,
+    new_key,
+    sessions,
+    summarise,
+    upgrade_request,
+)
 
 PAYLOAD = b"ping 0123456789abcdef0123456789"  # 32 bytes: one short text frame
 
@@ -93,8 +103,6 @@ def run(
         ws=ws,
         warm=lambda server: batch(server, threads * window * 4, threads, window)(),
     )
-    rate = {name: [r for r, _ in values] for name, values in raw.items()}
-    cpu = {name: [c for _, c in values] for name, values in raw.items()}
     return {
         "benchmark": "messages",
         "server": f"uvicorn --ws {ws}",
@@ -103,51 +111,12 @@ def run(
         "count": count,
         "threads": threads,
         "window": window,
-        "per_second": {name: median(values) for name, values in rate.items()},
-        "server_cpu_us": {name: median(values) for name, values in cpu.items()},
-        "spread": {name: spread(values) for name, values in rate.items()},
-        "rate_ratio": median(paired_ratios(rate, "guarded")),
-        "cpu_ratio": median(paired_ratios(cpu, "guarded")),
-        "control_rate_ratio": median(paired_ratios(rate, "control")),
-        "control_cpu_ratio": median(paired_ratios(cpu, "control")),
-        **(
-            {
-                "channels_rate_ratio": median(paired_ratios(rate, "channels")),
-                "channels_cpu_ratio": median(paired_ratios(cpu, "channels")),
-            }
-            if "channels" in raw
-            else {}
-        ),
+        **summarise(raw),
     }
 
 
 def render(result: dict[str, Any]) -> str:
-    rate, cpu = result["per_second"], result["server_cpu_us"]
-    rows = [
-        ["bare app", f"{rate['bare']:.0f}", f"{cpu['bare']:.1f}"],
-        ["with asgi-ws-handshake (full policy)", f"{rate['guarded']:.0f}", f"{cpu['guarded']:.1f}"],
-        [
-            "ratio guarded / bare (target >= 0.99)",
-            f"{result['rate_ratio']:.3f} {verdict(result['rate_ratio'] >= 0.99)}",
-            f"{result['cpu_ratio']:.3f}",
-        ],
-        *(
-            [
-                [
-                    "Channels OriginValidator (origin only) / bare",
-                    f"{result['channels_rate_ratio']:.3f}",
-                    f"{result['channels_cpu_ratio']:.3f}",
-                ]
-            ]
-            if "channels_rate_ratio" in result
-            else []
-        ),
-        [
-            "control: bare again / bare (resolution)",
-            f"{result['control_rate_ratio']:.3f}",
-            f"{result['control_cpu_ratio']:.3f}",
-        ],
-    ]
+    rows = comparison_rows(result, 0.99, 1)
     head = (
         f"Echo messages through {result['server']} on 127.0.0.1: median of {result['sessions']} "
         f"sessions x {result['rounds']} rounds x {result['count']} messages, "

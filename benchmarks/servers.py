@@ -16,12 +16,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from benchmarks.common import ROOT, alternate
+from benchmarks.common import ROOT, alternate, median, spread, verdict
 
 T = TypeVar("T")
 
@@ -240,3 +240,61 @@ def in_threads(worker: Callable[[int], None], threads: int) -> float:
     if errors:
         raise errors[0]
     return elapsed
+
+
+def summarise(raw: Mapping[str, Sequence[tuple[float, float]]]) -> dict[str, Any]:
+    """Medians of (rate, server CPU) per variant, and each variant's ratios to ``bare``.
+
+    A ratio is paired per round (the variant and bare measured in the same round), then the
+    median is taken: ``rate_ratio`` / ``cpu_ratio`` for ``guarded``, ``<name>_rate_ratio`` /
+    ``<name>_cpu_ratio`` for the others (``control``, ``channels``).
+    """
+    rate = {name: [r for r, _ in values] for name, values in raw.items()}
+    cpu = {name: [c for _, c in values] for name, values in raw.items()}
+    result: dict[str, Any] = {
+        "per_second": {name: median(values) for name, values in rate.items()},
+        "server_cpu_us": {name: median(values) for name, values in cpu.items()},
+        "spread": {name: spread(values) for name, values in rate.items()},
+    }
+    for name in raw:
+        if name == "bare":
+            continue
+        prefix = "" if name == "guarded" else f"{name}_"
+        for measure, values in (("rate", rate), ("cpu", cpu)):
+            ratios = [v / b for v, b in zip(values[name], values["bare"], strict=True)]
+            result[f"{prefix}{measure}_ratio"] = median(ratios)
+    return result
+
+
+def comparison_rows(result: Mapping[str, Any], target: float, digits: int) -> list[list[str]]:
+    """The table rows shared by the end-to-end benchmarks: bare, guarded, the ratios."""
+    rate, cpu = result["per_second"], result["server_cpu_us"]
+    rows = [
+        ["bare app", f"{rate['bare']:.0f}", f"{cpu['bare']:.{digits}f}"],
+        [
+            "with asgi-ws-handshake (full policy)",
+            f"{rate['guarded']:.0f}",
+            f"{cpu['guarded']:.{digits}f}",
+        ],
+        [
+            f"ratio guarded / bare (target >= {target})",
+            f"{result['rate_ratio']:.3f} {verdict(result['rate_ratio'] >= target)}",
+            f"{result['cpu_ratio']:.3f}",
+        ],
+    ]
+    if "channels_rate_ratio" in result:
+        rows.append(
+            [
+                "Channels OriginValidator (origin only) / bare",
+                f"{result['channels_rate_ratio']:.3f}",
+                f"{result['channels_cpu_ratio']:.3f}",
+            ]
+        )
+    rows.append(
+        [
+            "control: bare again / bare (resolution)",
+            f"{result['control_rate_ratio']:.3f}",
+            f"{result['control_cpu_ratio']:.3f}",
+        ]
+    )
+    return rows

@@ -13,6 +13,14 @@ import pytest
 from benchmarks import run_all
 from tests.support import ROOT
 
+END_TO_END = [
+    "per_second",
+    "server_cpu_us",
+    "rate_ratio",
+    "cpu_ratio",
+    "control_rate_ratio",
+    "channels_rate_ratio",
+]
 BENCHMARKS = {
     "inprocess": [
         "us_per_call",
@@ -22,22 +30,8 @@ BENCHMARKS = {
         "ours_cold_added_us",
         "sketch_added_us",
     ],
-    "handshakes": [
-        "per_second",
-        "server_cpu_us",
-        "rate_ratio",
-        "cpu_ratio",
-        "control_rate_ratio",
-        "channels_rate_ratio",
-    ],
-    "messages": [
-        "per_second",
-        "server_cpu_us",
-        "rate_ratio",
-        "cpu_ratio",
-        "control_rate_ratio",
-        "channels_rate_ratio",
-    ],
+    "handshakes": END_TO_END,
+    "messages": END_TO_END,
     "memory": ["bytes_per_key", "burst"],
 }
 
