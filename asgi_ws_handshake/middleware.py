@@ -95,7 +95,8 @@ class _Ids:
 
     def __init__(self) -> None:
         self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)  # a fresh prefix in each child
+        if hasattr(os, "register_at_fork"):  # POSIX: a fresh prefix in each forked worker
+            os.register_at_fork(after_in_child=self.reseed)
 
     def reseed(self) -> None:
         self.prefix = os.urandom(6).hex() + "-"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -486,3 +487,22 @@ async def test_default_sink_is_logging_and_a_single_callable_is_accepted() -> No
     assert isinstance(HandshakeMiddleware(lambda *a: None).auditor.sinks[0], LoggingSink)  # type: ignore[arg-type]
     sink = MemorySink()
     assert HandshakeMiddleware(lambda *a: None, audit=sink).auditor.sinks == (sink,)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_worker_numbers_its_audit_ids_under_a_fresh_prefix() -> None:
+    from asgi_ws_handshake.middleware import _IDS
+
+    parent = _IDS.next()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave without running pytest's teardown
+        os.write(write_end, _IDS.next().encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert child.rsplit("-", 1)[0] != parent.rsplit("-", 1)[0]
+    assert child.endswith("-1")  # the count starts again too
+    assert _IDS.next().rsplit("-", 1)[0] == parent.rsplit("-", 1)[0]
