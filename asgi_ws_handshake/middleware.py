@@ -9,7 +9,9 @@ one ``AuditEvent`` is emitted per handshake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import functools
 import itertools
 import logging
 import os
@@ -200,8 +202,12 @@ class HandshakeMiddleware:
             if isinstance(decision, Reject):
                 await hs.deny(decision, Outcome.REJECTED)
                 return
+            # The app gets partials of hs.receive and hs.send, re-targeted at the server's own
+            # callables once the handshake is answered (see _Handshake.hand_over).
+            hs.app_receive = app_receive = functools.partial(hs.receive)
+            hs.app_send = app_send = functools.partial(hs.send)
             try:
-                await self.app(hs.child_scope(decision), hs.receive, hs.send)
+                await self.app(hs.child_scope(decision), app_receive, app_send)
             except BaseException as exc:
                 if not await hs.app_raised(exc, decision):
                     raise
@@ -211,6 +217,7 @@ class HandshakeMiddleware:
             finally:
                 # However the connection ended: closed by either side, the app raised or
                 # refused, the client vanished, or the task was cancelled.
+                hs.app_receive = hs.app_send = None  # they refer back to hs: no cycle left
                 if hs.lease is not None:
                     await hs.release_lease()
         except BaseException:
@@ -332,6 +339,8 @@ class _Handshake:
     """One connection's trip through the middleware."""
 
     __slots__ = (
+        "app_receive",
+        "app_send",
         "audit_id",
         "audited",
         "client_gone",
@@ -368,6 +377,8 @@ class _Handshake:
         self.request: HandshakeRequest | None = None
         self.decision: Accept | Reject | None = None
         self.route = "default"
+        self.app_receive: functools.partial[Awaitable[Message]] | None = None
+        self.app_send: functools.partial[Awaitable[None]] | None = None
         self.audit_id = _IDS.next()
 
     async def decide(self) -> Accept | Reject:
@@ -563,6 +574,26 @@ class _Handshake:
 
     # receive and send are plain functions returning the awaitable: once the handshake is
     # answered they hand back the server's own coroutine, so a message costs no extra frame.
+    # And once it is answered, the partials the app holds are re-targeted at the server's
+    # callables themselves, so a message costs no Python call of ours either.
+
+    def hand_over(self) -> None:
+        """The handshake is answered: make the app's receive and send the server's own.
+
+        ``functools.partial.__setstate__`` (its pickling hook) re-targets the very partial
+        objects the app holds. From then on a message goes from the app to the server
+        through the partial's C call only. ``receive`` is handed over once the connect
+        message the middleware read has been replayed to the app. A refused handshake keeps
+        ``send``, which then raises ``HandshakeDenied``.
+        """
+        if self.state < _OPEN:
+            return
+        send = self.app_send
+        if send is not None and send.func is not self.send_:
+            _retarget(send, self.send_)
+        receive = self.app_receive
+        if receive is not None and self.connect is None and receive.func is not self.receive_:
+            _retarget(receive, self.receive_)
 
     def receive(self) -> Awaitable[Message]:
         if self.connect is None and self.state != _PENDING:
@@ -573,6 +604,8 @@ class _Handshake:
         connect = self.connect
         if connect is not None:
             self.connect = None
+            if self.state >= _OPEN:  # answered before the app read connect: rare
+                self.hand_over()
             return connect
         message = await self.receive_()
         if self.state == _PENDING and message.get("type") == "websocket.disconnect":
@@ -600,6 +633,7 @@ class _Handshake:
                 f"expected {_ANSWERS} before the handshake is answered, got {kind!r}"
             )
         self.state = _APP_ANSWERED
+        self.hand_over()
         try:
             await self.send_(message)
         except BaseException:
@@ -663,9 +697,11 @@ class _Handshake:
                 self.denied = HandshakeDenied("audit_unavailable: handshake refused")
                 raise self.denied
             self.state = _OPEN
+            self.hand_over()
             await self.send_(message)
             return
         self.state = _OPEN
+        self.hand_over()
         try:
             await self.send_(message)
         except BaseException:
@@ -793,6 +829,14 @@ class _Handshake:
         self.mw.auditor.emit(
             self.event(outcome, reason, status, denial, detail, subprotocol, reject)
         )
+
+
+def _retarget(wrapper: functools.partial[Any], target: Callable[..., Any]) -> None:
+    """Make ``wrapper()`` call ``target()`` (an argument-less partial, re-targeted in place)."""
+    # Where a Python lacks the hook, the wrapper's own function still passes messages
+    # through, one call slower.
+    with contextlib.suppress(AttributeError, TypeError):
+        wrapper.__setstate__((target, (), None, None))  # type: ignore[attr-defined]
 
 
 def _caused_by(exc: BaseException, cause: BaseException) -> bool:

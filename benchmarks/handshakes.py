@@ -100,7 +100,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 #: (sessions, rounds, count, threads)
-FULL = (6, 6, 300, 3)
+FULL = (12, 3, 300, 3)
 QUICK = (1, 2, 30, 3)
 
 

@@ -463,3 +463,105 @@ async def test_unrelated_app_error_after_a_refusal_still_propagates() -> None:
 
     with pytest.raises(KeyError, match="a real bug"):
         await run(app, ws_scope(protocols="chat.v1"))
+
+
+# --- the hand-over: once answered, the app's receive and send are the server's own ---------------
+
+
+async def _through_middleware(
+    app_body: Any, policy: HandshakePolicy | None = None
+) -> tuple[Script, dict[str, Any]]:
+    """Run ``app_body(receive, send, seen)`` behind the middleware; return the script and seen."""
+    script = Script(then_disconnect=True)
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await app_body(receive, send, seen)
+
+    middleware = HandshakeMiddleware(app, policy=policy or HandshakePolicy(), audit=MemorySink())
+    await middleware(ws_scope(), script.receive, script.send)
+    return script, seen
+
+
+async def test_after_accept_the_app_holds_the_servers_receive_and_send() -> None:
+    async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
+        seen["before"] = (receive.func, send.func)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        seen["after"] = (receive.func, send.func)
+        await send({"type": "websocket.send", "text": "hi"})
+        seen["next"] = await receive()
+
+    script, seen = await _through_middleware(body)
+    assert seen["after"] == (script.receive, script.send)
+    assert seen["before"][0] != script.receive
+    assert seen["before"][1] != script.send
+    assert script.types() == ["websocket.accept", "websocket.send"]
+    assert seen["next"]["type"] == "websocket.disconnect"
+
+
+async def test_accepting_before_reading_connect_still_replays_it_first() -> None:
+    async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
+        await send({"type": "websocket.accept"})
+        seen["after accept"] = (receive.func, send.func)
+        seen["first"] = await receive()
+        seen["after connect"] = receive.func
+
+    script, seen = await _through_middleware(body)
+    assert seen["after accept"][1] == script.send
+    assert seen["after accept"][0] != script.receive  # connect not replayed yet
+    assert seen["first"]["type"] == "websocket.connect"
+    assert seen["after connect"] == script.receive
+
+
+async def test_an_app_refusal_hands_send_over_for_its_body() -> None:
+    async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+        seen["send"] = send.func
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    script, seen = await _through_middleware(body)
+    assert seen["send"] == script.send
+    assert script.types() == ["websocket.http.response.start", "websocket.http.response.body"]
+
+
+async def test_a_refused_answer_keeps_send_guarded() -> None:
+    async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
+        await receive()
+        with contextlib.suppress(HandshakeDenied):
+            await send({"type": "websocket.accept", "subprotocol": "not-offered"})
+        seen["send"] = send.func
+        with pytest.raises(HandshakeDenied):
+            await send({"type": "websocket.send", "text": "after the refusal"})
+
+    script, seen = await _through_middleware(body)
+    assert seen["send"] != script.send
+    assert "websocket.send" not in script.types()
+
+
+async def test_a_finished_handshake_leaves_no_reference_cycle() -> None:
+    import gc
+
+    from asgi_ws_handshake.middleware import _Handshake
+
+    async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.close"})
+
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # and returns without answering: refused, send is never handed over
+
+    def alive() -> int:
+        return sum(type(o) is _Handshake for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        for app in (refusing, silent, None):  # an app refusal, none, an accepting app
+            await run(app)
+        # Freed by reference counting alone: nothing waits for the cycle collector.
+        assert alive() == before
+    finally:
+        gc.enable()
