@@ -9,7 +9,6 @@ one ``AuditEvent`` is emitted per handshake.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import functools
 import itertools
@@ -588,12 +587,19 @@ class _Handshake:
         """
         if self.state < _OPEN:
             return
-        send = self.app_send
-        if send is not None and send.func is not self.send_:
-            _retarget(send, self.send_)
-        receive = self.app_receive
-        if receive is not None and self.connect is None and receive.func is not self.receive_:
-            _retarget(receive, self.receive_)
+        send, receive = self.app_send, self.app_receive
+        try:
+            # (Each is handed over once; the middleware then forgets it.)
+            if send is not None:
+                send.__setstate__((self.send_, (), None, None))  # type: ignore[attr-defined]
+                self.app_send = None
+            if receive is not None and self.connect is None:
+                receive.__setstate__((self.receive_, (), None, None))  # type: ignore[attr-defined]
+                self.app_receive = None
+        except (AttributeError, TypeError):
+            # A Python without the hook: the partials keep calling our receive and send,
+            # which pass messages through once answered, one call slower.
+            self.app_receive = self.app_send = None
 
     def receive(self) -> Awaitable[Message]:
         if self.connect is None and self.state != _PENDING:
@@ -829,14 +835,6 @@ class _Handshake:
         self.mw.auditor.emit(
             self.event(outcome, reason, status, denial, detail, subprotocol, reject)
         )
-
-
-def _retarget(wrapper: functools.partial[Any], target: Callable[..., Any]) -> None:
-    """Make ``wrapper()`` call ``target()`` (an argument-less partial, re-targeted in place)."""
-    # Where a Python lacks the hook, the wrapper's own function still passes messages
-    # through, one call slower.
-    with contextlib.suppress(AttributeError, TypeError):
-        wrapper.__setstate__((target, (), None, None))  # type: ignore[attr-defined]
 
 
 def _caused_by(exc: BaseException, cause: BaseException) -> bool:
