@@ -126,7 +126,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 #: (sessions, rounds, count, threads, window)
-FULL = (10, 3, 6000, 2, 8)
+FULL = (16, 3, 4000, 2, 8)
 QUICK = (1, 2, 64, 2, 8)
 
 
