@@ -23,7 +23,7 @@ from .audit import AuditEvent, Auditor, AuditSink, LoggingSink, Outcome
 from .decision import Accept, Reason, Reject
 from .key import accept_key, accept_key_bytes, is_valid_key
 from .policy import HandshakePolicy
-from .request import HandshakeRequest, plain_fields
+from .request import HandshakeRequest, client_address, plain_fields
 from .stores import HandshakeStore, MemoryStore, StoreError
 from .subprotocol import redactor
 
@@ -166,7 +166,9 @@ class HandshakeMiddleware:
         self._inline_store = type(self.store) is MemoryStore
         # The plain lane (see _plain): policies whose only stateful check is the key, asked
         # of the built-in memory store, and whose decision ``HandshakePolicy.plain`` memoises.
-        self._plain_lane = not self.routes and self._plain_ok(self.policy)
+        policies = [self.policy, *(policy for _, _, policy in self.routes)]
+        self._plain_policies = frozenset(id(p) for p in policies if self._plain_ok(p))
+        self._plain_lane = bool(self._plain_policies)
         self._redact = redactor(redact_subprotocols)
         self._redacted: dict[str, str] = {}
         self._redacted_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -193,7 +195,7 @@ class HandshakeMiddleware:
             decision = hs.decision
             if decision is None:
                 decision = await hs.decide()
-            elif isinstance(decision, Accept) and self.policy.key_reuse != "ignore":
+            elif isinstance(decision, Accept):
                 # Decided by the plain lane, whose store is the built-in memory store: only
                 # the key is left to check, inline.
                 decision = hs.check_key_inline(decision)
@@ -250,28 +252,28 @@ class HandshakeMiddleware:
         if fields is None:
             return
         origin, host, version, key, protocol = fields
-        path = scope.get("path", "/")
-        client = scope.get("client")
-        if not (
-            version == b"13"
-            # Offered subprotocols come from the header line, not from the scope's list.
-            and (type(protocol) is bytes or (protocol is None and not scope.get("subprotocols")))
-            and scope.get("http_version", "1.1") == "1.1"
-            and type(path) is str
-            and (
-                client is None
-                or (
-                    type(client) is tuple
-                    and len(client) == 2
-                    and type(client[0]) is str
-                    and type(client[1]) is int
-                )
-            )
-        ):
+        path = scope.get("path")
+        if type(path) is not str:  # (missing: the full path reads "/" but routes on "")
             return
+        route, policy = self.route_for(path) if self.routes else ("default", self.policy)
+        if id(policy) not in self._plain_policies:
+            return
+        if protocol is None:
+            # uvicorn's wsproto backend removes the header and leaves only the scope's list
+            # (HandshakePolicy.plain reads a tuple as that list, as from_scope does).
+            listed = scope.get("subprotocols")
+            if listed:
+                if type(listed) is not list and type(listed) is not tuple:
+                    return
+                protocol = tuple(listed)
+        elif type(protocol) is not bytes:
+            return
+        if version != b"13" or scope.get("http_version", "1.1") != "1.1":
+            return
+        client = client_address(scope.get("client"))
         # (Values that are not bytes: ignored by from_scope, and so by ``plain``; a key that is
         # not bytes is no key for accept_key_bytes.)
-        entry = self.policy.plain(origin, host, protocol)
+        entry = policy.plain(origin, host, protocol)
         if entry is None:
             return
         expected = accept_key_bytes(key)
@@ -296,6 +298,7 @@ class HandshakeMiddleware:
             ),
         )
         handshake.decision = tuple.__new__(Accept, (entry.subprotocol, expected, entry.origin))
+        handshake.route, handshake.policy = route, policy
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:
         """The (pattern, policy) that governs ``path``."""
@@ -349,6 +352,7 @@ class _Handshake:
         "key_reused",
         "lease",
         "mw",
+        "policy",
         "receive_",
         "request",
         "route",
@@ -376,6 +380,7 @@ class _Handshake:
         self.request: HandshakeRequest | None = None
         self.decision: Accept | Reject | None = None
         self.route = "default"
+        self.policy = mw.policy  # the route's, once known
         self.app_receive: functools.partial[Awaitable[Message]] | None = None
         self.app_send: functools.partial[Awaitable[None]] | None = None
         self.audit_id = _IDS.next()
@@ -399,7 +404,9 @@ class _Handshake:
 
     def check_key_inline(self, decision: Accept) -> Accept | Reject:
         """The plain lane's key-reuse check, against the built-in memory store."""
-        policy = self.mw.policy
+        policy = self.policy
+        if policy.key_reuse == "ignore":
+            return decision
         request = self.request
         assert request is not None
         store: MemoryStore = self.mw.store  # type: ignore[assignment]

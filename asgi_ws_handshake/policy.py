@@ -276,8 +276,9 @@ class HandshakePolicy:
     def plain(self, origin: object, host: object, protocol: object) -> PlainAccept | None:
         """Memoised ``evaluate`` for an ordinary handshake; None when it is not accepted.
 
-        An ordinary handshake is HTTP/1.1 with exactly one of each header line, version
-        ``13`` and a valid key, its subprotocols (if any) in the Sec-WebSocket-Protocol line.
+        An ordinary handshake is HTTP/1.1 with at most one of each header line, version
+        ``13`` and a valid key; ``protocol`` is its Sec-WebSocket-Protocol line, or a tuple:
+        the scope's ``subprotocols`` list when the server passed no header line.
         ``evaluate`` then depends on nothing but these three raw values (the key only gives
         the accept value), so the decision is computed once per distinct triple, by
         ``evaluate`` itself, and remembered (up to 1024 triples, then forgotten together).
@@ -296,20 +297,20 @@ class HandshakePolicy:
         entry: PlainAccept | None = None
         # A subclass's evaluate may read anything (the path, the client): never memoised.
         if self.select_subprotocol is None and type(self) is HandshakePolicy:
-            headers = [
+            headers: list[tuple[bytes, object]] = [
                 (b"sec-websocket-version", b"13"),
                 (b"sec-websocket-key", _PLAIN_KEY),
-                *(
-                    (name, value)
-                    for name, value in (
-                        (b"origin", origin),
-                        (b"host", host),
-                        (b"sec-websocket-protocol", protocol),
-                    )
-                    if value is not None
-                ),
             ]
-            request = HandshakeRequest.from_scope({"headers": headers, "http_version": "1.1"})
+            if origin is not None:
+                headers.append((b"origin", origin))
+            if host is not None:
+                headers.append((b"host", host))
+            scope: dict[str, Any] = {"headers": headers, "http_version": "1.1"}
+            if type(protocol) is tuple:  # the offer as the scope's list (no header line)
+                scope["subprotocols"] = list(protocol)
+            elif protocol is not None:
+                headers.append((b"sec-websocket-protocol", protocol))
+            request = HandshakeRequest.from_scope(scope)
             decision = self.evaluate(request)
             if type(decision) is Accept:
                 entry = PlainAccept(

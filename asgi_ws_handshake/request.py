@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["HandshakeRequest", "plain_fields"]
+__all__ = ["HandshakeRequest", "client_address", "plain_fields"]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
 _FIELDS = {
@@ -27,6 +27,27 @@ _FIELDS = {
 }
 # RFC 9110 5.5: leading and trailing whitespace is not part of a field value.
 _OWS = " \t"
+
+
+def client_address(client: Any) -> tuple[str, int] | None:
+    """``scope["client"]`` as ``(host, port)``, or None.
+
+    Servers differ: uvicorn gives a tuple, daphne a list, granian the port as a string.
+    """
+    if (
+        type(client) is tuple
+        and len(client) == 2
+        and type(client[0]) is str
+        and type(client[1]) is int
+    ):
+        return client
+    if client is None:
+        return None
+    try:
+        host_part, port_part = client
+        return (str(host_part), int(port_part))
+    except (TypeError, ValueError):
+        return None
 
 
 def _items(lines: list[str]) -> tuple[str, ...]:
@@ -100,18 +121,7 @@ class HandshakeRequest(NamedTuple):
             fallback = scope.get("subprotocols") or ()
             offered = tuple([item for item in fallback if type(item) is str and item])
 
-        client = scope.get("client")
-        if client is not None and not (
-            type(client) is tuple
-            and len(client) == 2
-            and type(client[0]) is str
-            and type(client[1]) is int
-        ):
-            try:
-                host_part, port_part = client
-                client = (str(host_part), int(port_part))  # granian: the port as a string
-            except (TypeError, ValueError):
-                client = None
+        client = client_address(scope.get("client"))
         extensions = scope.get("extensions")
         path = scope.get("path", "/")
         http_version = scope.get("http_version", "1.1")

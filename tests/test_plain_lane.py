@@ -154,6 +154,28 @@ def test_the_lane_agrees_on_arbitrary_scopes(
     assert_agrees(policy, scope)
 
 
+@pytest.mark.parametrize(
+    ("server", "changes"),
+    [
+        ("uvicorn wsproto: the offer only in the scope's list", {"protocols": None}),
+        ("daphne: the client as a list, no http_version", {"client": ["127.0.0.1", 5000]}),
+        ("granian: the port as a string", {"client": ("127.0.0.1", "5000")}),
+    ],
+)
+def test_every_server_shape_takes_the_lane(server: str, changes: dict[str, Any]) -> None:
+    policy = HandshakePolicy(allow_origins=["https://app.test"], subprotocols=["chat.v1"])
+    scope = ws_scope(protocols="chat.v1")
+    if "protocols" in changes:
+        scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"sec-websocket-protocol"]
+    if "client" in changes:
+        scope["client"] = changes["client"]
+        del scope["http_version"]
+    handshake = lane(policy, scope)
+    assert handshake is not None, server
+    assert handshake.request == HandshakeRequest.from_scope(scope)
+    assert handshake.decision == Accept("chat.v1", accept_key(GOOD_KEY), "https://app.test")
+
+
 def test_a_browser_handshake_takes_the_lane() -> None:
     policy = HandshakePolicy(allow_origins=["https://app.test"], subprotocols=["chat.v1"])
     handshake = lane(policy, ws_scope(protocols="chat.v1"))
@@ -178,9 +200,9 @@ def _with(name: bytes, value: Any) -> dict[str, Any]:
         ("another version", ws_scope(version="8")),
         ("malformed key", ws_scope(key="not a key")),
         ("HTTP/2", {**ws_scope(), "http_version": "2"}),
-        ("protocols only in the scope list", {**ws_scope(), "subprotocols": ["chat.v1"]}),
         ("headers not a list", {**ws_scope(), "headers": iter(ws_scope()["headers"])}),
         ("non-str path", {**ws_scope(), "path": b"/ws"}),
+        ("no path", {k: v for k, v in ws_scope().items() if k != "path"}),
         ("a key that is not bytes", _with(b"sec-websocket-key", bytearray(GOOD_KEY.encode()))),
         ("an Origin that is not bytes", _with(b"origin", bytearray(b"https://app.test"))),
         ("a protocol line that is not bytes", _with(b"sec-websocket-protocol", "chat.v1")),
@@ -209,7 +231,23 @@ def test_policies_the_lane_cannot_memoise_always_take_the_full_path() -> None:
     # ... unless the policy asks it nothing.
     ignoring = HandshakePolicy(key_reuse="ignore")
     assert HandshakeMiddleware(_app, policy=ignoring, store=_OtherStore())._plain_lane
-    assert not HandshakeMiddleware(_app, routes={"/ws*": HandshakePolicy()})._plain_lane
+    # Routes: each route's policy on its own.
+    routed = HandshakeMiddleware(
+        _app,
+        policy=HandshakePolicy(max_connections=5),
+        routes={"/ws*": HandshakePolicy(allow_origins=["https://app.test"], subprotocols=["c"])},
+    )
+    assert routed._plain_lane
+    handshake = _Handshake(routed, scope, _never, _never)
+    routed._plain(handshake, scope)
+    assert (handshake.route, handshake.decision) == (
+        "/ws*",
+        Accept(None, accept_key(GOOD_KEY), "https://app.test"),
+    )
+    other = {**scope, "path": "/other"}
+    handshake = _Handshake(routed, other, _never, _never)
+    routed._plain(handshake, other)
+    assert handshake.decision is None  # the default policy has a cap: the full path
 
 
 class _OtherStore(MemoryStore):
@@ -304,22 +342,25 @@ async def _through(
     store.remember(REUSED, 600)
     sink = MemorySink()
     script = Script()
-    # With routes the middleware never takes the lane; "*" routes everything to the policy.
-    routes = {} if plain else {"routes": {"*": policy}}
     infos: list[Any] = []
-    try:
-        result = await run(
-            app, scope, policy=policy, script=script, audit=sink, store=store, **routes
-        )
-        infos = [
-            s["state"]["ws_handshake"]._replace(audit_id="-", route="-") for s in result.app_scopes
-        ]
-        assert result.middleware._plain_lane is plain
-    except ValueError:
-        assert answer == "raise"
+    decided: list[bool] = []
+    original = HandshakeMiddleware._plain
+
+    def spy(self: HandshakeMiddleware, handshake: _Handshake, scope: Any) -> None:
+        original(self, handshake, scope)
+        decided.append(handshake.decision is not None)
+
+    with pytest.MonkeyPatch.context() as patch:
+        # With the lane (watched), or the full path only.
+        patch.setattr(HandshakeMiddleware, "_plain", spy if plain else lambda *_: None)
+        try:
+            result = await run(app, scope, policy=policy, script=script, audit=sink, store=store)
+            infos = [s["state"]["ws_handshake"]._replace(audit_id="-") for s in result.app_scopes]
+        except ValueError:
+            assert answer == "raise"
     events = [{k: v for k, v in e._asdict().items() if k not in VOLATILE} for e in sink.events]
-    for event_ in events:
-        event_["route"] = "-"  # the one thing routes change
+    if plain:  # the lane decided every handshake the policy accepts
+        assert decided == [events[0]["reason"] != "origin_not_allowed"]
     return script.sent, events, infos
 
 
