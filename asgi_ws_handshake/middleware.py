@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
 import itertools
 import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from .audit import AuditEvent, Auditor, AuditSink, LoggingSink, Outcome
@@ -195,9 +195,10 @@ class HandshakeMiddleware:
             decision = hs.decision
             if decision is None:
                 decision = await hs.decide()
-            elif isinstance(decision, Accept):
-                # Decided by the plain lane, whose store is the built-in memory store: only
-                # the key is left to check, inline.
+            else:
+                # Decided by the plain lane (acceptances only), whose store is the built-in
+                # memory store: only the key is left to check, inline.
+                assert type(decision) is Accept
                 decision = hs.check_key_inline(decision)
             hs.decision = decision
             if isinstance(decision, Reject):
@@ -205,8 +206,8 @@ class HandshakeMiddleware:
                 return
             # The app gets partials of hs.receive and hs.send, re-targeted at the server's own
             # callables once the handshake is answered (see _Handshake.hand_over).
-            hs.app_receive = app_receive = functools.partial(hs.receive)
-            hs.app_send = app_send = functools.partial(hs.send)
+            hs.app_receive = app_receive = partial(hs.receive)
+            hs.app_send = app_send = partial(hs.send)
             try:
                 await self.app(hs.child_scope(decision), app_receive, app_send)
             except BaseException as exc:
@@ -381,8 +382,8 @@ class _Handshake:
         self.decision: Accept | Reject | None = None
         self.route = "default"
         self.policy = mw.policy  # the route's, once known
-        self.app_receive: functools.partial[Awaitable[Message]] | None = None
-        self.app_send: functools.partial[Awaitable[None]] | None = None
+        self.app_receive: partial[Awaitable[Message]] | None = None
+        self.app_send: partial[Awaitable[None]] | None = None
         self.audit_id = _IDS.next()
 
     async def decide(self) -> Accept | Reject:
@@ -590,10 +591,9 @@ class _Handshake:
         objects the app holds. From then on a message goes from the app to the server
         through the partial's C call only. ``receive`` is handed over once the connect
         message the middleware read has been replayed to the app. A refused handshake keeps
-        ``send``, which then raises ``HandshakeDenied``.
+        ``send``, which then raises ``HandshakeDenied``. Called once the state is open or
+        answered by the app.
         """
-        if self.state < _OPEN:
-            return
         send, receive = self.app_send, self.app_receive
         try:
             # (Each is handed over once; the middleware then forgets it.)

@@ -372,3 +372,43 @@ async def test_with_and_without_the_lane_the_client_and_the_audit_see_the_same(
     without = await _through(False, dict(scope), answer)
     assert len(with_lane[1]) == 1
     assert with_lane == without
+
+
+def test_a_scope_list_that_is_not_a_list_takes_the_full_path() -> None:
+    scope = ws_scope()
+    scope["subprotocols"] = {"chat.v1"}  # a set: from_scope reads it, the lane does not
+    assert lane(HandshakePolicy(subprotocols=["chat.v1"]), scope) is None
+
+
+async def test_without_the_partial_hook_messages_still_pass_through() -> None:
+    """Where functools.partial has no __setstate__, the app's callables stay ours."""
+
+    class NoHook:
+        def __init__(self, func: Any) -> None:
+            self.func = func
+
+        def __call__(self, *args: Any) -> Any:
+            return self.func(*args)
+
+    script = Script(incoming=[{"type": "websocket.connect"}, {"type": "websocket.receive"}])
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        await send({"type": "websocket.accept"})
+        seen.append(await receive())
+        await send({"type": "websocket.send", "text": "still here"})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("asgi_ws_handshake.middleware.partial", NoHook)
+        middleware = HandshakeMiddleware(app, audit=MemorySink())
+        await middleware(ws_scope(), script.receive, script.send)
+    assert [m["type"] for m in seen] == ["websocket.connect", "websocket.receive"]
+    assert script.types() == ["websocket.accept", "websocket.send"]
+
+
+def test_the_redaction_cache_of_offers_is_bounded() -> None:
+    middleware = HandshakeMiddleware(_app, redact_subprotocols=["*token*"])
+    for i in range(1500):
+        assert middleware.redact_all((f"chat.{i}", "x-token")) == (f"chat.{i}", "<redacted>")
+        assert len(middleware._redacted_lists) <= 1024
