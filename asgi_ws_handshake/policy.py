@@ -32,6 +32,7 @@ __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
 SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"]
 
 _PLAIN_MEMO = 1024  # distinct (origin, host, protocol) triples remembered per policy
+_PLAIN_MEMO_BYTES = 256 * 1024  # and at most this much of their values (long headers fill it)
 _PLAIN_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3's sample key: any valid key will do
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
 _WEB_SCHEMES = frozenset({"http", "https"})
@@ -63,6 +64,20 @@ def parse_rate(value: str, option: str = "rate") -> Rate:
     if rate.limit < 1 or rate.window < 1:
         raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
     return rate
+
+
+class _Memo(dict[tuple[object, ...], "PlainAccept | None"]):
+    """The plain lane's memo: bounded in entries and in the bytes of the values it keys on."""
+
+    weight = 0
+
+
+def _weight(value: object) -> int:
+    if type(value) is bytes or type(value) is str:
+        return len(value)
+    if type(value) is tuple:
+        return sum(_weight(item) for item in value)
+    return 64  # None, or an odd value a broken server passed
 
 
 class PlainAccept(NamedTuple):
@@ -143,9 +158,7 @@ class HandshakePolicy:
     _stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _plain: dict[tuple[object, ...], PlainAccept | None] = field(
-        init=False, repr=False, compare=False
-    )
+    _plain: _Memo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -208,7 +221,7 @@ class HandshakePolicy:
             raise ValueError(
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
-        set_(self, "_plain", {})
+        set_(self, "_plain", _Memo())
         set_(
             self,
             "_stateful",
@@ -281,7 +294,8 @@ class HandshakePolicy:
         the scope's ``subprotocols`` list when the server passed no header line.
         ``evaluate`` then depends on nothing but these three raw values (the key only gives
         the accept value), so the decision is computed once per distinct triple, by
-        ``evaluate`` itself, and remembered (up to 1024 triples, then forgotten together).
+        ``evaluate`` itself, and remembered (up to 1024 triples or 256 KiB of their values,
+        then forgotten together).
         Values are as the server gave them: like ``from_scope``, the decision ignores values
         that are not bytes.
         None when the policy has a ``select_subprotocol`` callable, whose choice may depend
@@ -321,9 +335,13 @@ class HandshakePolicy:
                     request.subprotocols,
                 )
         memo = self._plain
-        if len(memo) >= _PLAIN_MEMO:
-            memo.clear()  # bounded: a flood of distinct origins cannot grow it
+        weight = _weight(memo_key)
+        if len(memo) >= _PLAIN_MEMO or memo.weight + weight > _PLAIN_MEMO_BYTES:
+            # Bounded: a flood of distinct (or long) origins cannot grow it.
+            memo.clear()
+            memo.weight = 0
         memo[memo_key] = entry
+        memo.weight += weight
         return entry
 
     def evaluate(self, request: HandshakeRequest) -> Decision:

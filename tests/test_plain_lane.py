@@ -254,6 +254,17 @@ class _OtherStore(MemoryStore):
     """A subclass may do I/O in its methods: never called inline."""
 
 
+def test_the_memo_is_bounded_by_the_bytes_it_keys_on() -> None:
+    policy = HandshakePolicy(allow_origins=["https://*.test"])
+    label = "a" * 60
+    for i in range(600):  # about 16 KiB of Origin each: the byte bound comes long before 1024
+        origin = f"https://{'.'.join([label] * 260)}{i}.test".encode()
+        assert policy.plain(origin, b"app.test", None) is not None
+        held = sum(len(key[0]) for key in policy._plain if isinstance(key[0], bytes))
+        assert held <= 256 * 1024
+    assert len(policy._plain) < 20
+
+
 def test_the_memo_is_bounded_and_keeps_answering() -> None:
     policy = HandshakePolicy(allow_origins=["https://*.test"])
     for i in range(3000):
