@@ -313,9 +313,11 @@ class HandshakeMiddleware:
         cached = self._redacted_lists.get(offered)
         if cached is None:
             cached = tuple([self.redact(value) for value in offered])
-            if len(self._redacted_lists) >= _REDACT_CACHE:
-                self._redacted_lists.clear()  # bounded: random values cannot grow it
-            self._redacted_lists[offered] = cached
+            # Bounded in entries and in size: only short lists of short values are kept.
+            if len(offered) <= 8 and sum(map(len, offered)) <= 8 * _REDACT_LONGER_THAN:
+                if len(self._redacted_lists) >= _REDACT_CACHE:
+                    self._redacted_lists.clear()
+                self._redacted_lists[offered] = cached
         return cached
 
     def redact(self, value: str) -> str:
@@ -323,11 +325,10 @@ class HandshakeMiddleware:
         cached = self._redacted.get(value)
         if cached is not None:
             return cached
+        if len(value) > _REDACT_LONGER_THAN:
+            return _REDACTED  # (not remembered: the cache holds short values only)
         regex = self._redact
-        if len(value) > _REDACT_LONGER_THAN or (regex is not None and regex.match(value)):
-            result = _REDACTED
-        else:
-            result = value
+        result = _REDACTED if regex is not None and regex.match(value) else value
         if len(self._redacted) >= _REDACT_CACHE:
             self._redacted.clear()  # bounded: random values cannot grow it
         self._redacted[value] = result

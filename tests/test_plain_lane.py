@@ -418,8 +418,14 @@ async def test_without_the_partial_hook_messages_still_pass_through() -> None:
     assert script.types() == ["websocket.accept", "websocket.send"]
 
 
-def test_the_redaction_cache_of_offers_is_bounded() -> None:
+def test_the_redaction_caches_are_bounded_in_entries_and_size() -> None:
     middleware = HandshakeMiddleware(_app, redact_subprotocols=["*token*"])
     for i in range(1500):
         assert middleware.redact_all((f"chat.{i}", "x-token")) == (f"chat.{i}", "<redacted>")
         assert len(middleware._redacted_lists) <= 1024
+        assert len(middleware._redacted) <= 1024
+    long = "a" * 10_000
+    assert middleware.redact_all((long, "chat.1")) == ("<redacted>", "chat.1")
+    assert middleware.redact_all(tuple(f"p{i}" for i in range(20)))[0] == "p0"
+    assert all(len(value) <= 64 for value in middleware._redacted)
+    assert all(len(offer) <= 8 for offer in middleware._redacted_lists)
