@@ -195,10 +195,9 @@ class HandshakeMiddleware:
             decision = hs.decision
             if decision is None:
                 decision = await hs.decide()
-            else:
-                # Decided by the plain lane (acceptances only), whose store is the built-in
-                # memory store: only the key is left to check, inline.
-                assert type(decision) is Accept
+            elif isinstance(decision, Accept):
+                # Decided by the plain lane, whose store is the built-in memory store: only
+                # the key is left to check, inline.
                 decision = hs.check_key_inline(decision)
             hs.decision = decision
             if isinstance(decision, Reject):
@@ -245,9 +244,10 @@ class HandshakeMiddleware:
 
         The plain lane: one pass over the headers for the five values, the memoised
         ``HandshakePolicy.plain`` decision for (Origin, Host, protocol), one SHA-1 for the
-        key. Whatever is unusual (a repeated or missing line, another version, HTTP/2, a
-        refusal) leaves ``handshake`` undecided and takes the full path, which gives the
-        same decision for ordinary handshakes, only slower.
+        key. Refusals are decided here too (a flood of cross-site handshakes is refused
+        cheaply). Whatever is unusual (a repeated or missing line, another version, HTTP/2,
+        a malformed key) leaves ``handshake`` undecided and takes the full path, which
+        gives the same decision for ordinary handshakes, only slower.
         """
         fields = plain_fields(scope.get("headers"))
         if fields is None:
@@ -298,7 +298,12 @@ class HandshakeMiddleware:
                 and "websocket.http.response" in extensions,
             ),
         )
-        handshake.decision = tuple.__new__(Accept, (entry.subprotocol, expected, entry.origin))
+        decision = entry.decision
+        if type(decision) is Accept:
+            decision = tuple.__new__(Accept, (decision.subprotocol, expected, decision.origin))
+        else:  # the same refusal, with this key's accept value (see HandshakePolicy.plain)
+            decision = decision._replace(expected_accept=expected)
+        handshake.decision = decision
         handshake.route, handshake.policy = route, policy
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:

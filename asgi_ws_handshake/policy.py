@@ -66,7 +66,7 @@ def parse_rate(value: str, option: str = "rate") -> Rate:
     return rate
 
 
-class _Memo(dict[tuple[object, ...], "PlainAccept | None"]):
+class _Memo(dict[tuple[object, ...], "PlainDecision | None"]):
     """The plain lane's memo: bounded in entries and in the bytes of the values it keys on."""
 
     weight = 0
@@ -80,11 +80,13 @@ def _weight(value: object) -> int:
     return 64  # None, or an odd value a broken server passed
 
 
-class PlainAccept(NamedTuple):
-    """An accepted ordinary handshake, minus its key: what ``plain`` remembers."""
+class PlainDecision(NamedTuple):
+    """An ordinary handshake's decision, minus its key: what ``plain`` remembers.
 
-    subprotocol: str | None
-    origin: str | None
+    ``decision.expected_accept`` is None here; the caller fills in its own key's value.
+    """
+
+    decision: Accept | Reject
     hosts: tuple[str, ...]
     origins: tuple[str, ...]
     subprotocols: tuple[str, ...]
@@ -286,8 +288,8 @@ class HandshakePolicy:
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self._host_suffixes
         )
 
-    def plain(self, origin: object, host: object, protocol: object) -> PlainAccept | None:
-        """Memoised ``evaluate`` for an ordinary handshake; None when it is not accepted.
+    def plain(self, origin: object, host: object, protocol: object) -> PlainDecision | None:
+        """Memoised ``evaluate`` for an ordinary handshake, accepted or refused.
 
         An ordinary handshake is HTTP/1.1 with at most one of each header line, version
         ``13`` and a valid key; ``protocol`` is its Sec-WebSocket-Protocol line, or a tuple:
@@ -298,8 +300,10 @@ class HandshakePolicy:
         then forgotten together).
         Values are as the server gave them: like ``from_scope``, the decision ignores values
         that are not bytes.
-        None when the policy has a ``select_subprotocol`` callable, whose choice may depend
-        on anything (or is a subclass): such policies always take ``evaluate``.
+        Version and key being valid, a refusal can only come from the Host, Origin or
+        subprotocol checks, which carry the accept value like an acceptance does. None when
+        the policy has a ``select_subprotocol`` callable, whose choice may depend on anything
+        (or is a subclass), or a value is unhashable: those always take ``evaluate``.
         """
         memo_key = (origin, host, protocol)
         try:
@@ -308,7 +312,7 @@ class HandshakePolicy:
             pass
         except TypeError:  # an unhashable value: not an ordinary handshake
             return None
-        entry: PlainAccept | None = None
+        entry: PlainDecision | None = None
         # A subclass's evaluate may read anything (the path, the client): never memoised.
         if self.select_subprotocol is None and type(self) is HandshakePolicy:
             headers: list[tuple[bytes, object]] = [
@@ -326,14 +330,12 @@ class HandshakePolicy:
                 headers.append((b"sec-websocket-protocol", protocol))
             request = HandshakeRequest.from_scope(scope)
             decision = self.evaluate(request)
-            if type(decision) is Accept:
-                entry = PlainAccept(
-                    decision.subprotocol,
-                    decision.origin,
-                    request.hosts,
-                    request.origins,
-                    request.subprotocols,
-                )
+            entry = PlainDecision(
+                decision._replace(expected_accept=None),
+                request.hosts,
+                request.origins,
+                request.subprotocols,
+            )
         memo = self._plain
         weight = _weight(memo_key)
         if len(memo) >= _PLAIN_MEMO or memo.weight + weight > _PLAIN_MEMO_BYTES:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgi_ws_handshake import HandshakePolicy
+from asgi_ws_handshake import Accept, HandshakePolicy
 from asgi_ws_handshake.audit import AuditEvent
 
 _FIELDS = {
@@ -100,7 +100,10 @@ class Sketch:
                 found[index] = value
         origin, host, version, key, protocol = found
         entry = self.policy.plain(origin, host, protocol)  # memoised
-        if version != b"13" or entry is None or len(binascii.a2b_base64(key)) != 16:
+        if entry is None or version != b"13" or len(binascii.a2b_base64(key)) != 16:
+            raise NotImplementedError("the sketch only accepts the benchmark's handshake")
+        accepted = entry.decision
+        if not isinstance(accepted, Accept):
             raise NotImplementedError("the sketch only accepts the benchmark's handshake")
         accept = binascii.b2a_base64(hashlib.sha1(key + _GUID).digest(), newline=False).decode()
         text = key.decode("latin-1")
@@ -108,7 +111,7 @@ class Sketch:
         reused = text in self.keys
         self.keys[text] = now + 600.0
         connect = await receive()
-        guard = _Guard(receive, send, connect, entry.subprotocol, self.ring)
+        guard = _Guard(receive, send, connect, accepted.subprotocol, self.ring)
         client = scope["client"]
         guard.event = tuple.__new__(
             AuditEvent,
@@ -122,7 +125,7 @@ class Sketch:
                 entry.hosts[0],
                 entry.origins[0],
                 entry.subprotocols,
-                entry.subprotocol,
+                accepted.subprotocol,
                 "13",
                 text,
                 True,

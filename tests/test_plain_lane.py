@@ -68,9 +68,7 @@ def assert_agrees(policy: HandshakePolicy, scope: dict[str, Any]) -> bool:
         return False
     request = HandshakeRequest.from_scope(scope)
     assert handshake.request == request
-    full = policy.evaluate(request)
-    assert type(full) is Accept  # the lane only ever decides acceptances
-    assert handshake.decision == full
+    assert handshake.decision == policy.evaluate(request)  # accepted or refused alike
     return True
 
 
@@ -176,6 +174,26 @@ def test_every_server_shape_takes_the_lane(server: str, changes: dict[str, Any])
     assert handshake.decision == Accept("chat.v1", accept_key(GOOD_KEY), "https://app.test")
 
 
+@pytest.mark.parametrize(
+    "scope",
+    [
+        ws_scope(origin="https://evil.test"),
+        ws_scope(origin="null"),
+        ws_scope(host="other.test"),
+        ws_scope(protocols="chat.v1, chat.v1"),
+    ],
+)
+def test_refusals_are_decided_in_the_lane_with_their_own_accept_value(
+    scope: dict[str, Any],
+) -> None:
+    policy = HandshakePolicy(allow_origins=["https://app.test"], allow_hosts=["app.test"])
+    handshake = lane(policy, scope)
+    assert handshake is not None
+    assert isinstance(handshake.decision, Reject)
+    assert handshake.decision == policy.evaluate(HandshakeRequest.from_scope(scope))
+    assert handshake.decision.expected_accept == accept_key(GOOD_KEY)
+
+
 def test_a_browser_handshake_takes_the_lane() -> None:
     policy = HandshakePolicy(allow_origins=["https://app.test"], subprotocols=["chat.v1"])
     handshake = lane(policy, ws_scope(protocols="chat.v1"))
@@ -193,7 +211,6 @@ def _with(name: bytes, value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("why", "scope"),
     [
-        ("a refusal is left to the full path", ws_scope(origin="https://evil.test")),
         ("uppercase name", ws_scope(extra=[(b"Cookie", b"a=1")])),
         ("repeated Origin", ws_scope(extra=[(b"origin", b"https://app.test")])),
         ("repeated Host", ws_scope(extra=[(b"host", b"app.test")])),
@@ -270,9 +287,13 @@ def test_the_memo_is_bounded_and_keeps_answering() -> None:
     for i in range(3000):
         entry = policy.plain(f"https://h{i}.test".encode(), b"app.test", None)
         assert entry is not None
-        assert entry.origin == f"https://h{i}.test"
+        assert entry.decision.origin == f"https://h{i}.test"
         assert len(policy._plain) <= 1024
-    assert policy.plain(b"https://evil.example", b"app.test", None) is None
+    refused = policy.plain(b"https://evil.example", b"app.test", None)
+    assert refused is not None
+    assert isinstance(refused.decision, Reject)
+    assert refused.decision.reason == "origin_not_allowed"
+    assert refused.decision.expected_accept is None  # each handshake fills in its own
     assert policy != HandshakePolicy(allow_origins=["https://*.test", "https://x.test"])
     assert policy == HandshakePolicy(allow_origins=["https://*.test"])  # the memo is not compared
 
@@ -370,8 +391,8 @@ async def _through(
         except ValueError:
             assert answer == "raise"
     events = [{k: v for k, v in e._asdict().items() if k not in VOLATILE} for e in sink.events]
-    if plain:  # the lane decided every handshake the policy accepts
-        assert decided == [events[0]["reason"] != "origin_not_allowed"]
+    if plain:  # the lane decided every one of these handshakes, refusals included
+        assert decided == [True]
     return script.sent, events, infos
 
 
