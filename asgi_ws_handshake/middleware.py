@@ -4,6 +4,12 @@ It reads ``websocket.connect``, asks the pure policy for a decision, consults th
 refuses through the ``websocket.http.response`` extension (or ``websocket.close`` where the
 server lacks it), hands accepted handshakes to the app and guards the app's answer. Exactly
 one ``AuditEvent`` is emitted per handshake.
+
+Two shortcuts keep it cheap, both reaching exactly what the long way reaches: the plain
+lane (``HandshakeMiddleware._plain``) decides ordinary handshakes from their raw header
+values and the policy's memoised decision, and the hand-over (``_Handshake.hand_over``)
+re-targets the app's ``receive`` and ``send`` at the server's own once the handshake is
+answered, so messages pass through no code of ours.
 """
 
 from __future__ import annotations
