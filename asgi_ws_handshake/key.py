@@ -67,8 +67,12 @@ def accept_key(key: str) -> str:
     Raises:
         UnicodeEncodeError: if ``key`` holds a character outside latin-1.
     """
-    digest = hashlib.sha1(key.encode("latin-1") + _GUID_BYTES, usedforsecurity=False).digest()
-    return binascii.b2a_base64(digest, newline=False).decode("ascii")
+    return _accept(key.encode("latin-1"))
+
+
+def _accept(key: bytes) -> str:
+    # RFC 6455 4.2.2 item 5.4: SHA-1 of the key and GUID, base64-encoded.
+    return binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False).decode("ascii")
 
 
 def accept_key_bytes(key: Any) -> str | None:
@@ -85,5 +89,4 @@ def accept_key_bytes(key: Any) -> str | None:
             return None
     except binascii.Error:  # not strict base64
         return None
-    # RFC 6455 4.2.2 item 5.4: SHA-1 of the key and GUID, base64-encoded.
-    return binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False).decode("ascii")
+    return _accept(key)

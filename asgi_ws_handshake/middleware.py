@@ -304,12 +304,16 @@ class HandshakeMiddleware:
                 and "websocket.http.response" in extensions,
             ),
         )
-        decision = entry.decision
-        if type(decision) is Accept:
-            decision = tuple.__new__(Accept, (decision.subprotocol, expected, decision.origin))
-        else:  # the same refusal, with this key's accept value (see HandshakePolicy.plain)
-            decision = decision._replace(expected_accept=expected)
-        handshake.decision = decision
+        known = entry.decision
+        if isinstance(known, Reject):
+            # The same refusal, with this key's accept value (see HandshakePolicy.plain);
+            # positional, in Reject's field order: _replace costs more than the rest here.
+            reason, status, headers, _, origin_value, detail = known
+            handshake.decision = tuple.__new__(
+                Reject, (reason, status, headers, expected, origin_value, detail)
+            )
+        else:
+            handshake.decision = tuple.__new__(Accept, (known.subprotocol, expected, known.origin))
         handshake.route, handshake.policy = route, policy
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:
