@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_handshake.cli import main
-from asgi_ws_handshake.probe import ProbeError, ProbeOptions, parse_target, run_probe
+from asgi_ws_handshake.cli.probe import ProbeError, ProbeOptions, parse_target, run_probe
 from tests.app import ALLOWED_ORIGIN
 from tests.support import ROOT, Server, running, uvicorn_argv
 
@@ -239,7 +239,7 @@ def test_secret_headers_are_redacted_in_the_report(protected: Server) -> None:
 
 def test_probe_module_is_stdlib_only() -> None:
     code = (
-        "import sys; import asgi_ws_handshake.probe, asgi_ws_handshake.cli; "
+        "import sys; import asgi_ws_handshake.cli.probe, asgi_ws_handshake.cli; "
         "bad = [m for m in ('starlette', 'uvicorn', 'websockets') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from . import __version__
-from .config import PolicyFile, PolicyFileError, load_policy_file
+from .. import __version__
+from ..config import PolicyFile, PolicyFileError, load_policy_file
 from .probe import ProbeError, ProbeOptions, format_report, run_probe
 
 __all__ = ["main"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .key import accept_key
+from ..key import accept_key
 
 __all__ = [
     "FOREIGN_ORIGIN",

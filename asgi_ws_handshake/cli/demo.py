@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from importlib import resources
 from typing import Any, TextIO
 
 import uvicorn
@@ -25,15 +26,20 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .audit import AuditEvent, LoggingSink
-from .middleware import HandshakeMiddleware, get_handshake
-from .policy import HandshakePolicy
+from ..audit import AuditEvent, LoggingSink
+from ..middleware import HandshakeMiddleware, get_handshake
+from ..policy import HandshakePolicy
 from .probe import ProbeOptions, format_report, run_probe
 
 __all__ = ["SUBPROTOCOL", "AuditFeed", "build_apps", "run_demo"]
 
 SUBPROTOCOL = "chat.v1"
 _MAX_TEXT = 500
+
+
+def _page() -> str:
+    """The demo page, a real HTML file shipped as package data (demo.html beside this module)."""
+    return resources.files(__package__).joinpath("demo.html").read_text(encoding="utf-8")
 
 
 class AuditFeed:
@@ -125,7 +131,8 @@ async def _chat(websocket: WebSocket) -> None:
 
 def _page_route(role: str, chat_url: str) -> Route:
     html = (
-        PAGE.replace("{{ROLE}}", role)
+        _page()
+        .replace("{{ROLE}}", role)
         .replace("{{CHAT_URL}}", chat_url)
         .replace("{{SUBPROTOCOL}}", SUBPROTOCOL)
     )
@@ -281,108 +288,3 @@ def configure_logging() -> None:
     audit.addHandler(handler)
     audit.setLevel(logging.INFO)
     audit.propagate = False
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>asgi-ws-handshake demo ({{ROLE}})</title>
-<style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
-  h1 { font-size: 1.2rem; margin: 0 0 .5rem; }
-  .role { padding: .1rem .4rem; border-radius: 3px; color: #fff; }
-  .role.protected { background: #2a7; } .role.foreign { background: #c33; }
-  main { display: grid; grid-template-columns: minmax(16rem, 1fr) 2fr; gap: 1.5rem; }
-  #status { font-weight: 600; margin: .5rem 0; }
-  #status[data-state=connected] { color: #2a7; } #status[data-state=refused] { color: #c33; }
-  #log { border: 1px solid #ccc; height: 16rem; overflow: auto; padding: .4rem; }
-  table { border-collapse: collapse; width: 100%; font-size: 13px; }
-  th, td { text-align: left; padding: .2rem .4rem; border-bottom: 1px solid #eee; }
-  tr.rejected td { color: #c33; } tr.mine td { font-weight: 600; }
-  code { background: #f4f4f4; padding: 0 .2rem; }
-</style>
-</head>
-<body>
-<h1>asgi-ws-handshake demo: <span class="role {{ROLE}}">{{ROLE}} page</span></h1>
-<p>This page was served by <code id="page-origin"></code> and opens
-  <code id="chat-url"></code> with subprotocol <code>{{SUBPROTOCOL}}</code>.</p>
-<main>
-<section>
-  <div id="status" data-state="connecting">connecting...</div>
-  <div id="log"></div>
-  <form id="form"><input id="text" autocomplete="off" placeholder="say something" disabled>
-    <button disabled>send</button></form>
-</section>
-<section>
-  <h2 style="font-size:1rem">Handshake audit events (live; bold: this page's origin)</h2>
-  <table><thead><tr><th>time</th><th>path</th><th>origin</th><th>subprotocol</th>
-    <th>outcome</th><th>reason</th><th>status</th></tr></thead><tbody id="events"></tbody></table>
-</section>
-</main>
-<script>
-"use strict";
-const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-const chatUrl = "{{CHAT_URL}}" || scheme + location.host + "/chat";
-const statusEl = document.getElementById("status");
-const log = document.getElementById("log");
-const input = document.getElementById("text");
-const button = document.querySelector("#form button");
-document.getElementById("page-origin").textContent = location.origin;
-document.getElementById("chat-url").textContent = chatUrl;
-let opened = false, refused = false, myRefusal = null;
-
-function setStatus(text, state) { statusEl.textContent = text; statusEl.dataset.state = state; }
-function line(text) {
-  const div = document.createElement("div"); div.textContent = text;
-  log.appendChild(div); log.scrollTop = log.scrollHeight;
-}
-function showRefusal() {
-  if (!refused) return;
-  const why = myRefusal ? myRefusal.reason + " (" + myRefusal.status + ")" : "see the audit table";
-  setStatus("refused: " + why, "refused");
-  statusEl.dataset.reason = myRefusal ? myRefusal.reason : "";
-}
-
-const chat = new WebSocket(chatUrl, ["{{SUBPROTOCOL}}"]);
-chat.onopen = () => {
-  opened = true; input.disabled = button.disabled = false;
-  setStatus("connected (subprotocol " + (chat.protocol || "none") + ")", "connected");
-};
-chat.onmessage = (e) => {
-  const m = JSON.parse(e.data);
-  if (m.type === "welcome") line("joined; audit id " + m.audit_id + ", origin " + m.origin);
-  else line(m.text);
-};
-chat.onclose = (e) => {
-  input.disabled = button.disabled = true;
-  if (!opened) { refused = true; showRefusal(); }
-  else setStatus("closed (" + e.code + ")", "closed");
-};
-document.getElementById("form").onsubmit = (e) => {
-  e.preventDefault();
-  if (input.value) { chat.send(input.value); input.value = ""; }
-};
-
-const tbody = document.getElementById("events");
-const events = new WebSocket(scheme + location.host + "/events");
-events.onmessage = (e) => {
-  const row = JSON.parse(e.data);
-  const tr = document.createElement("tr");
-  for (const key of ["time", "path", "origin", "subprotocol", "outcome", "reason", "status"]) {
-    const td = document.createElement("td");
-    td.textContent = row[key] === null ? "" : String(row[key]);
-    tr.appendChild(td);
-    tr.dataset[key] = row[key] === null ? "" : String(row[key]);
-  }
-  if (row.outcome !== "accepted") tr.classList.add("rejected");
-  if (row.origin === location.origin) {
-    tr.classList.add("mine");
-    if (row.path === "/chat" && row.outcome !== "accepted") { myRefusal = row; showRefusal(); }
-  }
-  tbody.prepend(tr);
-};
-</script>
-</body>
-</html>
-"""
