@@ -24,13 +24,14 @@ import http.server
 import re
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
@@ -72,7 +73,7 @@ class _Closable(Protocol):
 
 
 @contextlib.contextmanager
-def _serving(start: Callable[[socket.socket], Awaitable[_Closable]]) -> Iterator[int]:
+def _serving(start: Callable[[socket.socket], Coroutine[Any, Any, _Closable]]) -> Iterator[int]:
     """Run ``start(listening_socket)`` on an event loop in a thread; yield the port."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
@@ -117,9 +118,11 @@ def websockets_server(*, origins: Sequence[str] | None = None, weak: bool = Fals
 
     async def start(sock: socket.socket) -> _Closable:
         port = sock.getsockname()[1]
-        allowed = None if origins is None else [o.replace("{port}", str(port)) for o in origins]
+        allowed: list[Origin | None] | None = None
+        if origins is not None:
+            allowed = [Origin(o.replace("{port}", str(port))) for o in origins]
         kwargs: dict[str, Any] = {"process_request": refuse_weak} if weak else {}
-        return await serve(_echo, sock=sock, origins=allowed, **kwargs)  # type: ignore[arg-type]
+        return await serve(_echo, sock=sock, origins=allowed, **kwargs)
 
     with _serving(start) as port:
         yield port
@@ -158,6 +161,8 @@ VERSION_PATHS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
     "/old": (lambda lines: lines == ["8"], "8"),
     # 13 only, and every refusal is a dropped connection (RFC 6455 10.7 allows it)
     "/drop": (lambda lines: lines == ["13"], ""),
+    # 13 only, advertised as 8; refuses bad keys with 403 and answers 101s carelessly
+    "/broken": (lambda lines: lines == ["13"], "8"),
 }
 
 
@@ -170,33 +175,35 @@ def _response(
     return ("\r\n".join(head) + "\r\n\r\n" + body).encode("latin-1")
 
 
-def _answer(port: int, path: str, headers: dict[str, list[str]]) -> bytes:
-    """The response to one handshake; b"" to drop the connection unanswered."""
+def _refusal(port: int, path: str, headers: dict[str, list[str]]) -> bytes:
+    """The refusal of one handshake, or b"" when it is acceptable."""
     accepts, advertised = VERSION_PATHS.get(path, VERSION_PATHS["/v8"])
-    drop = path == "/drop"
     if not _valid_key(headers.get("sec-websocket-key", [])):
-        return b"" if drop else _response(400, "Bad Request", [], "bad key\n")
+        # "/broken" refuses with the wrong status.
+        status = 403 if path == "/broken" else 400
+        return _response(status, "Bad Request", [], "bad key\n")
     if not accepts(headers.get("sec-websocket-version", [])):
-        return (
-            b""
-            if drop
-            else _response(
-                426, "Upgrade Required", [("Sec-WebSocket-Version", advertised)], "version\n"
-            )
-        )
+        versions = [("Sec-WebSocket-Version", advertised)]
+        return _response(426, "Upgrade Required", versions, "version\n")
     origins = headers.get("origin", [])
     if origins and origins != [f"http://127.0.0.1:{port}"]:
-        return b"" if drop else _response(403, "Forbidden", [], "origin\n")
+        return _response(403, "Forbidden", [], "origin\n")
+    return b""
+
+
+def _answer(port: int, path: str, headers: dict[str, list[str]]) -> bytes:
+    """The response to one handshake; b"" to drop the connection unanswered."""
+    refusal = _refusal(port, path, headers)
+    if refusal:
+        return b"" if path == "/drop" else refusal
     key = headers["sec-websocket-key"][0]
-    return _response(
-        101,
-        "Switching Protocols",
-        [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", _accept(key)),
-        ],
-    )
+    answer = [("Connection", "Upgrade"), ("Sec-WebSocket-Accept", _accept(key))]
+    if path != "/broken":
+        answer.append(("Upgrade", "websocket"))
+    elif headers.get("sec-websocket-protocol"):
+        # "/broken" selects a subprotocol whether it was offered or not.
+        answer.append(("Sec-WebSocket-Protocol", "chat"))
+    return _response(101, "Switching Protocols", answer)
 
 
 @contextlib.contextmanager

@@ -244,6 +244,20 @@ def test_dropped_connections_are_refusals(
     assert "closed without an answer, a refusal (RFC 6455 10.7)" in dropped["why"]
 
 
+def test_careless_answers_are_named(versions: int, capsys: pytest.CaptureFixture[str]) -> None:
+    status, document = probe(capsys, f"ws://127.0.0.1:{versions}/broken")
+    assert status == 1
+    # A 101 that selects what was never offered is a broken answer, like a wrong Accept.
+    assert by_verdict(document, "fail") == {"subprotocol_unsupported": None}
+    assert why(document, "subprotocol_unsupported") == (
+        "selected subprotocol 'chat' was never offered"
+    )
+    assert why(document, "valid") == "101 without 'Upgrade: websocket'"
+    assert why(document, "key_short") == "refused with 403 (bad key); 400 expected"
+    assert why(document, "version_99") == ("refused with 426 (version), advertising 8 but not 13")
+    assert document["advertised_versions"] == ["8"]
+
+
 def test_a_server_without_version_13_cannot_be_judged(
     versions: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
