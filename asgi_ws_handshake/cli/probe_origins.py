@@ -32,6 +32,8 @@ EVIL_DOMAIN = "evil.example"
 _LABEL = "cswsh-probe"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _OTHER_SCHEME = {"http": "https", "https": "http"}
+#: ``must_refuse``: a 101 is a failure; ``should_refuse``: a warning (a policy choice).
+Refuse = Literal["must_refuse", "should_refuse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,7 @@ class Lookalike:
     name: str
     title: str
     origin: str
-    #: ``must_refuse``: a 101 is a failure; ``should_refuse``: a warning (a policy choice).
-    expect: Literal["must_refuse", "should_refuse"]
+    expect: Refuse
     #: Stable code of the weak check a 101 reveals (JSON ``pattern``).
     pattern: str
     #: The verdict's message when the server answers 101.
@@ -139,11 +140,10 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
     found: list[Lookalike] = []
     skipped: list[Skipped] = []
 
-    def add(name: str, origin: str, expect: str, pattern: str, why: str, parent: str = "") -> None:
-        kind: Literal["must_refuse", "should_refuse"] = (
-            "must_refuse" if expect == "must" else "should_refuse"
-        )
-        found.append(Lookalike(name, titles[name], origin, kind, pattern, why, parent))
+    def add(
+        name: str, origin: str, expect: Refuse, pattern: str, why: str, parent: str = ""
+    ) -> None:
+        found.append(Lookalike(name, titles[name], origin, expect, pattern, why, parent))
 
     def skip(name: str, why: str) -> None:
         skipped.append(Skipped(name, titles[name], why))
@@ -159,7 +159,7 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
         add(
             "origin_prefix",
             prefix,
-            "must",
+            "must_refuse",
             "prefix_check",
             f"prefix check: accepted {prefix!r}, which only starts with {host!r}; "
             f"whoever owns {EVIL_DOMAIN} can hijack sockets",
@@ -173,7 +173,7 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
         add(
             "origin_suffix",
             suffix,
-            "must",
+            "must_refuse",
             "suffix_without_dot",
             f"suffix check without a dot boundary: accepted {suffix!r}, which only ends "
             f"with {host!r}; whoever registers such a name can hijack sockets",
@@ -186,7 +186,7 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
             add(
                 "origin_sibling",
                 sibling,
-                "should",
+                "should_refuse",
                 "parent_wildcard",
                 f"accepts another host under {parent} ({sibling!r}): a wildcard over the "
                 f"parent domain; fine only if every host under {parent} is yours",
@@ -198,7 +198,7 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
         add(
             "origin_subdomain",
             subdomain,
-            "should",
+            "should_refuse",
             "subdomain_wildcard",
             f"accepts a subdomain of {host} ({subdomain!r}): a wildcard or dotted suffix "
             "check; fine only if every subdomain is yours (takeovers, user content)",
@@ -208,7 +208,7 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
     add(
         "origin_other_port",
         other_port,
-        "must",
+        "must_refuse",
         "port_blind",
         f"port-blind check: accepted {other_port!r}, the same host on another port, which "
         "is another origin (RFC 6454 5); any service on that port can hijack sockets",
@@ -221,17 +221,17 @@ def lookalikes(valid: Origin | None) -> tuple[list[Lookalike], list[Skipped]]:
         said = f"scheme-blind check: accepted {flipped!r} for a {valid.scheme}:// origin, "
         if other == "http":
             # A downgrade: anyone on the network can forge an http:// page.
-            why = f"{said}which is another origin (RFC 6454 5); a network attacker can forge "
-            add("origin_other_scheme", flipped, "must", "scheme_blind", why + "that page")
+            why = f"{said}another origin (RFC 6454 5) that a network attacker can forge"
+            add("origin_other_scheme", flipped, "must_refuse", "scheme_blind", why)
         else:
             # Only the host's owner can serve its https:// pages: harmless for an http:// site.
             why = f"{said}harmless here, but it lets forgeable http:// pages into an https:// site"
-            add("origin_other_scheme", flipped, "should", "scheme_blind", why)
+            add("origin_other_scheme", flipped, "should_refuse", "scheme_blind", why)
     userinfo = f"{valid.serialise()}@{EVIL_DOMAIN}"
     add(
         "origin_userinfo",
         userinfo,
-        "must",
+        "must_refuse",
         "raw_prefix_match",
         f"prefix match on the raw header: accepted {userinfo!r}, whose host is "
         f"{EVIL_DOMAIN} (an origin has no userinfo, RFC 6454 6.2)",
