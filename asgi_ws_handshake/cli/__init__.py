@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("url", help="ws://host[:port]/path or wss://...")
     probe.add_argument(
-        "--origin", help="the Origin the server should accept (default: the URL's own origin)"
+        "--origin",
+        help="the Origin the server should accept, scheme://host[:port] or null (default: the "
+        "URL's own origin); the lookalike origins are derived from it",
     )
     probe.add_argument(
         "--subprotocol",
