@@ -18,20 +18,8 @@ from asgi_ws_handshake import (
     parse_origin,
 )
 from asgi_ws_handshake.decision import RESPONSES
+from tests.asgi import make_request
 from tests.support import GOOD_KEY
-
-
-def make_request(**overrides: Any) -> HandshakeRequest:
-    fields: dict[str, Any] = {
-        "path": "/ws",
-        "hosts": ("app.example.com",),
-        "origins": ("https://app.example.com",),
-        "versions": ("13",),
-        "keys": (GOOD_KEY,),
-        "subprotocols": (),
-    }
-    fields.update(overrides)
-    return HandshakeRequest(**fields)
 
 
 def make_scope(headers: list[tuple[bytes, bytes]], **extra: Any) -> dict[str, Any]:
