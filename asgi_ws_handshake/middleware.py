@@ -21,9 +21,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from .audit import DEFAULT_REDACT, AuditEvent, Auditor, AuditSink, HandshakeInfo, Outcome, Redactor
+from .audit import (
+    DEFAULT_REDACT,
+    AuditEvent,
+    AuditSink,
+    CloseEvent,
+    HandshakeInfo,
+    Outcome,
+    Redactor,
+)
 from .checks import StoreChecks
 from .decision import Accept, Reason, Reject, refusal
+from .delivery import Auditor
 from .policy import HandshakePolicy
 from .request import HandshakeRequest, route_path
 from .sinks import LoggingSink
@@ -97,6 +106,7 @@ class HandshakeMiddleware:
         audit_timeout: seconds an async sink may take.
         redact_subprotocols: globs of subprotocols to redact in audit events.
         clock: wall clock for event times.
+        drain_timeout: seconds the sinks get to finish at lifespan shutdown.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class HandshakeMiddleware:
         audit_timeout: float = 2.0,
         redact_subprotocols: Iterable[str] = DEFAULT_REDACT,
         clock: Callable[[], float] = time.time,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.app = app
         self.policy = policy if policy is not None else HandshakePolicy()
@@ -128,10 +139,15 @@ class HandshakeMiddleware:
         self.store: HandshakeStore = store if store is not None else MemoryStore()
         self.redact = Redactor(redact_subprotocols)
         self.clock = clock
+        self.drain_timeout = drain_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind != "websocket":
+            if kind == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+            else:
+                await self.app(scope, receive, send)
             return
         # The whole handshake, written out here: one coroutine frame between the server and
         # the app. Every step is the same for every handshake, ordinary or odd.
@@ -171,9 +187,11 @@ class HandshakeMiddleware:
                 state = {}  # the server offers no state: the record still rides along
             # A copy: never mutate the server's scope (ASGI spec, "Middleware").
             child = {**scope, "state": {**state, _STATE_KEY: conn}}
+            ended: BaseException | None = None
             try:
                 await self.app(child, conn.receive, conn.send)
             except BaseException as exc:
+                ended = exc
                 if not await conn.app_raised(exc):
                     raise
             else:
@@ -183,6 +201,8 @@ class HandshakeMiddleware:
                 # However the connection ended: closed by either side, the app raised or
                 # refused, the client vanished, or the task was cancelled.
                 conn.finish()
+                if conn.state is _OPEN and self.auditor.watches_closes:
+                    self.auditor.close(conn.close_event(ended))
                 if conn.lease is not None:
                     await conn.release(self.store)
         except BaseException:
@@ -191,6 +211,19 @@ class HandshakeMiddleware:
             # (a no-op when it was already audited).
             conn.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
             raise
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """The app's lifespan ``send``: the sinks are drained before shutdown completes."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await self.auditor.aclose(self.drain_timeout)
+                except Exception:  # never stand between the app and the server's shutdown
+                    logger.exception("draining the audit sinks failed")
+            await send(message)
+
+        return lifespan_send
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:
         """The (pattern, policy) that governs ``path`` (the path the app's router sees)."""
@@ -214,10 +247,12 @@ class _Connection(StoreChecks):
     __slots__ = (
         "audited",
         "client_gone",
+        "closing",
         "connect",
         "denied",
         "listed",
         "mw",
+        "opened",
         "receive_",
         "send_",
         "started",
@@ -237,6 +272,10 @@ class _Connection(StoreChecks):
         self.audited = False
         self.client_gone = False
         self.denied: HandshakeDenied | None = None
+        #: When the accept was sent (only when a sink takes close events).
+        self.opened = 0.0
+        #: (code, reason) when the guard itself closes the connection.
+        self.closing: tuple[int, str] | None = None
 
     # -- what the app calls: plain methods returning the server's awaitables once answered
 
@@ -329,6 +368,8 @@ class _Connection(StoreChecks):
             await self._accept_audited(message, subprotocol)
             return
         self.state = _OPEN
+        if auditor.watches_closes:
+            self.opened = _perf()
         try:
             await self.send_(message)
         except BaseException:
@@ -358,12 +399,35 @@ class _Connection(StoreChecks):
             self.denied = HandshakeDenied("audit_unavailable: handshake refused")
             raise self.denied
         self.state = _OPEN
+        self.opened = _perf()
         try:
             await self.send_(message)
         except BaseException:
             self.audited = False
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left while accepting")
             raise
+
+    def close_event(self, ended: BaseException | None) -> CloseEvent:
+        """How the accepted connection ended, from how the app's coroutine ended."""
+        code = getattr(ended, "code", None)
+        if self.closing is not None:
+            by, (code, reason) = "guard", self.closing
+        elif ended is None:
+            by, reason = "app", "the app returned"
+        elif isinstance(ended, asyncio.CancelledError):
+            by, reason = "server", "cancelled"
+        elif isinstance(code, int) and not isinstance(code, bool):
+            by, reason = "client", "the client closed"  # e.g. Starlette's WebSocketDisconnect
+        else:
+            by, code, reason = "error", 1011, f"the app raised {type(ended).__name__}"
+        return CloseEvent(
+            self,
+            by,
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            reason,
+            _perf() - self.opened,
+            self.mw.clock(),
+        )
 
     def finish(self) -> None:
         """The app has returned: let go of the server's callables (events outlive them)."""
