@@ -149,10 +149,10 @@ def test_without_the_idna_extra_a_unicode_pattern_names_its_ascii_form(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_idna)
-    with pytest.raises(ValueError, match="xn--strae-oqa.de") as caught:
+    with pytest.raises(ValueError, match=r"xn--strae-oqa\.de") as caught:
         HandshakePolicy(allow_origins=["https://straße.de"])
     assert "idna extra" in str(caught.value)
-    with pytest.raises(ValueError, match="xn--bcher-kva.example"):
+    with pytest.raises(ValueError, match=r"xn--bcher-kva\.example"):
         HandshakePolicy(allow_hosts=["bücher.example"])
 
 
