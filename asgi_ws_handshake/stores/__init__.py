@@ -22,8 +22,10 @@ __all__ = ["HandshakeStore", "MemoryStore", "RedisStore", "StoreError"]
 class HandshakeStore(Protocol):
     """What the middleware needs from a store.
 
-    Names (``name`` and the keys of ``caps``) are opaque strings built by the middleware,
-    such as ``"default:client:203.0.113.7"``; a store only needs to keep them apart.
+    Names (``name`` and the keys of ``caps``) are strings built by the middleware, such as
+    ``"default:client:203.0.113.7"``: ``<route>:...``. A store needs to keep them apart; a
+    clustered one also keeps the names of one route, which one ``acquire`` counts under
+    together, in one place (the part before the first ':').
     """
 
     async def remember_key(self, key: str, ttl: float) -> bool:

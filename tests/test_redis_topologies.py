@@ -1,0 +1,260 @@
+"""``RedisStore`` past one server: a real Redis or Valkey cluster (three primaries, three
+replicas) and a Sentinel setup (primary, replica, three Sentinels), each shared by uvicorn
+workers through ``redis+cluster://`` and ``redis+sentinel://`` URLs.
+
+Reused keys, rates and connection caps hold across the workers; then a primary is killed
+under load and its replica promoted: the fail-closed workers refuse (503) and the fail-open
+ones let handshakes through marked ``store_error`` for a bounded time, then both recover by
+themselves, and every handshake is audited exactly once with the status its client got.
+The failover test kills a node, so it runs last for each deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from asgi_ws_handshake.stores.redis import RedisStore
+from tests.fleet_support import (
+    FLEET_POLICY,
+    Held,
+    Load,
+    Shot,
+    address,
+    audit_of,
+    fleet,
+    handshake,
+    wait_until,
+)
+from tests.redis_server import CLIS, SERVERS, RedisServer
+from tests.redis_topologies import (
+    SERVICE,
+    LocalCluster,
+    LocalSentinel,
+    admin,
+    local_cluster,
+    local_sentinel,
+)
+from tests.support import Server, new_key
+
+PREFIX = "topo:"
+CONN_TAG = f"{{{PREFIX}conn:default}}"  # every connection counter of the default route
+
+DEPLOYMENTS = [
+    pytest.param(
+        (shape, kind),
+        id=f"{shape}-{kind}",
+        marks=pytest.mark.skipif(
+            SERVERS[kind] is None or CLIS[kind] is None, reason=f"{kind}-server missing"
+        ),
+    )
+    for shape in ("cluster", "sentinel")
+    for kind in SERVERS
+]
+
+
+@dataclass
+class Deployment:
+    shape: str
+    kind: str
+    setup: LocalCluster | LocalSentinel
+    closed: list[Server]  # two workers failing closed (the default)
+    opened: list[Server]  # two workers failing open
+
+    def primary_for(self, key: str) -> RedisServer:
+        if isinstance(self.setup, LocalCluster):
+            return self.setup.primary_for(key)
+        return self.setup.primary
+
+
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    shape, kind = request.param
+    tmp = tmp_path_factory.mktemp(f"{shape}-{kind}")
+    start = local_cluster if shape == "cluster" else local_sentinel
+    with start(tmp, kind) as setup:
+        opened = {**FLEET_POLICY, "on_store_error": "open"}
+        policies = [FLEET_POLICY, FLEET_POLICY, opened, opened]
+        with fleet(tmp, setup.url, PREFIX, policies) as workers:
+            yield Deployment(shape, kind, setup, workers[:2], workers[2:])
+
+
+def test_fleet_shares_keys_rates_and_caps(deployment: Deployment) -> None:
+    a, b = deployment.closed
+    # A key one worker accepted is refused by the other.
+    key = new_key()
+    assert handshake(a, address(), key=key).status == 101
+    refused = handshake(b, address(), key=key)
+    assert (refused.status, refused.body) == (400, b"key_reused\n")
+
+    # One client's rate (10/minute) is counted across both workers.
+    client = address()
+    assert [handshake((a, b)[n % 2], client).status for n in range(10)] == [101] * 10
+    limited = handshake(b, client)
+    assert limited.status == 429
+    assert limited.header("retry-after") is not None
+
+    # Two connections per client, whichever worker holds them; the counters live together
+    # in the hash slot of the route's tag.
+    client = address()
+    on_a, on_b = Held(a, client), Held(b, client)
+    try:
+        assert (on_a.response.status, on_b.response.status) == (101, 101)
+        counter = f"{CONN_TAG}:client:{client}"
+        with admin(deployment.primary_for(CONN_TAG)) as db:
+            assert db.zcard(counter) == 2
+        assert handshake(a, client).status == 503
+        on_a.close()
+        wait_until(lambda: handshake(b, client).status == 101, "the closed lease is released")
+    finally:
+        on_b.close()
+
+
+def test_a_store_on_a_client_the_caller_built(deployment: Deployment) -> None:
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.sentinel import Sentinel
+
+    async def scenario() -> list[object]:
+        setup = deployment.setup
+        client: Any
+        if isinstance(setup, LocalCluster):
+            sentinel = None
+            client = RedisCluster(host="127.0.0.1", port=setup.nodes[0].port)
+        else:
+            nodes = [("127.0.0.1", node.port) for node in setup.sentinels]
+            sentinel = Sentinel(nodes)  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(SERVICE)
+        store = RedisStore(client=client, prefix="own:")
+        caps = {"default:client:x": 1, "default:total": 5}
+        try:
+            try:
+                got: list[object] = [
+                    store.kind,
+                    await store.remember_key("k", 60),
+                    await store.remember_key("k", 60),
+                    await store.hit("rate:default:client:x", 1, 60),
+                    await store.hit("rate:default:client:x", 1, 60) > 0,
+                    await store.acquire("l1", caps),
+                    await store.acquire("l2", caps),
+                ]
+                await store.refresh()
+                await store.release("l1")
+                got.append(await store.acquire("l2", caps))
+            finally:
+                await store.aclose()
+            # The caller's client is not the store's to close.
+            got.append(await client.zcard("{own:conn:default}:total"))
+        finally:
+            await client.aclose()
+            if sentinel is not None:
+                await sentinel.aclose()
+        return got
+
+    assert asyncio.run(scenario()) == [
+        deployment.shape,
+        False,
+        True,
+        0,
+        True,
+        None,
+        "default:client:x",
+        None,
+        1,
+    ]
+
+
+def measure(shots: list[Shot], failed: set[str], killed: float, promoted: float) -> str:
+    hits = [shot for shot in shots if shot.key in failed]
+    if not hits:
+        return "none"
+    first = min(shot.sent for shot in hits) - killed
+    last = max(shot.sent for shot in hits) - killed
+    return (
+        f"{len(hits)} of {len(shots)}, sent {first:.2f}-{last:.2f} s after the kill"
+        f" ({last - (promoted - killed):+.2f} s after the promotion)"
+    )
+
+
+def test_failover_fails_open_or_closed_then_recovers(deployment: Deployment) -> None:
+    setup = deployment.setup
+    workers = [*deployment.closed, *deployment.opened]
+    victim = deployment.primary_for(CONN_TAG)
+    if isinstance(setup, LocalCluster):
+        heir = setup.replica_of(victim)
+
+        def promote() -> None:
+            setup.wait_promoted(heir)
+
+    else:
+        sentinel = setup
+        assert sentinel.current_primary() == victim.port
+
+        def promote() -> None:
+            sentinel.wait_promoted()
+
+    async def scenario() -> tuple[list[Shot], float, float]:
+        load = Load(workers, concurrency=2)
+        running = asyncio.create_task(load.run())
+        await asyncio.sleep(1.0)  # steady state first
+        killed = time.monotonic()
+        victim.kill()
+        await asyncio.to_thread(promote)
+        promoted = time.monotonic()
+        await asyncio.sleep(2.0)  # the workers find the new primary by themselves
+        load.stop.set()
+        return await running, killed, promoted
+
+    shots, killed, promoted = asyncio.run(scenario())
+    assert [shot.error for shot in shots if shot.status == 0] == []  # every one was answered
+
+    # No audit event lost or duplicated, and each says what its client got.
+    events = audit_of(workers, shots)
+    assert Counter(len(found) for found in events.values()) == Counter({1: len(shots)})
+    ports = [server.port for server in workers]
+    by_key = {key: found[0] for key, found in events.items()}
+    for shot in shots:
+        assert by_key[shot.key]["status"] == shot.status, shot
+
+    closed = [shot for shot in shots if shot.worker < 2]
+    opened = [shot for shot in shots if shot.worker >= 2]
+    assert {shot.status for shot in closed} <= {101, 503}
+    assert {shot.status for shot in opened} == {101}
+    refused = {shot.key for shot in closed if shot.status == 503}
+    let_through = {shot.key for shot in opened if by_key[shot.key]["store_error"]}
+    for key in refused:
+        assert (by_key[key]["reason"], by_key[key]["store_error"]) == ("store_unavailable", True)
+    # The failover was felt on both sides...
+    assert refused
+    assert let_through
+    print(
+        f"\n{deployment.shape}-{deployment.kind} failover (judged down after 1 s,"
+        f" promoted {promoted - killed:.2f} s after the kill):"
+        f"\n  fail closed: 503 for {measure(closed, refused, killed, promoted)}"
+        f"\n  fail open: store_error for {measure(opened, let_through, killed, promoted)}"
+        f"\n  {len(shots)} handshakes, {sum(map(len, events.values()))} audit events"
+        f" on ports {ports}"
+    )
+
+    # ... and is over: every worker answers from the store again, without a restart.
+    for server in workers:
+        recovers = functools.partial(clean, server)
+        wait_until(recovers, f"{server.name} recovers", timeout=30)
+        assert all(recovers() for _ in range(10))
+
+
+def clean(server: Server) -> bool:
+    """One handshake accepted with the store's answer (not waved through by fail-open)."""
+    key = new_key()
+    if handshake(server, address(), key=key).status != 101:
+        return False
+    event: dict[str, Any] = server.event_for_key(key)
+    return event["store_error"] is False
