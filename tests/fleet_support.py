@@ -165,8 +165,9 @@ class Load:
     """Handshakes from ``concurrency`` clients per worker until ``stop`` is set.
 
     ``mix`` weights the kinds of handshake: "fresh" (a new key from a new client address),
-    "reused" (a key this load already had accepted), "version" (version 8: refused before
-    any store call), "hot" (one client address per worker, which soon exceeds its rate).
+    "reused" (a key this load already had accepted), "malformed" (an Origin with a path:
+    refused by the policy, before any store call), "hot" (one client address per worker,
+    which soon exceeds its rate).
     """
 
     servers: Sequence[Server]
@@ -179,6 +180,13 @@ class Load:
         self._kinds = itertools.cycle([kind for kind, n in self.mix.items() for _ in range(n)])
         self._accepted: list[str] = []
         self._clients = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in itertools.count(1))
+        self._sent = asyncio.Event()
+
+    async def reached(self, count: int) -> None:
+        """Wait until ``count`` handshakes have been sent."""
+        while len(self.shots) < count:
+            self._sent.clear()
+            await self._sent.wait()
 
     async def run(self) -> list[Shot]:
         clients = [
@@ -194,18 +202,19 @@ class Load:
         hot = f"192.0.2.{worker + 1}"
         while not self.stop.is_set():
             kind = next(self._kinds)
-            key, client, version = new_key(), next(self._clients), "13"
+            key, client, origin = new_key(), next(self._clients), None
             if kind == "reused" and self._accepted:
                 key = self._accepted[len(self.shots) % len(self._accepted)]
-            elif kind == "version":
-                version = "8"
+            elif kind == "malformed":
+                origin = "https://app.example/path"  # RFC 6454 7.1: no path in an origin
             elif kind == "hot":
                 client = hot
             lines = handshake_lines(
-                server.host, key=key, version=version, extra=[("X-Forwarded-For", client)]
+                server.host, key=key, origin=origin, extra=[("X-Forwarded-For", client)]
             )
             shot = Shot(worker, kind, key, time.monotonic())
             self.shots.append(shot)
+            self._sent.set()
             await self._send(server.port, lines, shot)
             if kind == "fresh" and shot.status == 101 and len(self._accepted) < 1000:
                 self._accepted.append(key)
