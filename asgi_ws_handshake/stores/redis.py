@@ -143,10 +143,11 @@ class RedisStore:
         return await self._call("hit", lambda: self._hit(name, limit, window))
 
     async def _hit(self, name: str, limit: int, window: int) -> int:
-        rates = self._rates
-        if rates is None:
-            rates = self._rates = RateLimiter(await self._backend.rate_storage())
-        return await rates.hit(name, limit, window)
+        if self._rates is None:
+            storage = await self._backend.rate_storage()
+            if self._rates is None:
+                self._rates = RateLimiter(storage)
+        return await self._rates.hit(name, limit, window)
 
     async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
         names = tuple(caps)

@@ -120,22 +120,24 @@ class Backend:
     Attributes:
         client: a ``redis.asyncio.Redis`` (one server, or the Sentinel-managed primary) or a
             ``redis.asyncio.cluster.RedisCluster``; the store's own commands go there.
-        rates: the ``limits`` async storage rates are counted in (None until ``rates_for``).
         kind: "server", "cluster" or "sentinel".
+        rates: the ``limits`` async storage rates are counted in (built by ``rate_storage``
+            when a URL does not already say where).
+        closers: what closes the clients built from a URL (none for a caller's client).
     """
 
     client: Any
     kind: Kind
     prefix: str
     rates: Any = None
-    rates_client: Any = None  # a cluster client ``limits`` built for itself, closed with us
     closers: tuple[Callable[[], Awaitable[Any]], ...] = ()
 
     async def rate_storage(self) -> Any:
         """The ``limits`` storage, built on first use (a cluster client must know its nodes)."""
-        if self.rates is None:
+        if self.rates is None and self.kind == "cluster":
+            await self.client.initialize()
+        if self.rates is None:  # checked again: a concurrent call may have built it meanwhile
             if self.kind == "cluster":
-                await self.client.initialize()
                 nodes = [(node.host, node.port) for node in self.client.get_nodes()]
                 kwargs = self.client.get_connection_kwargs()
                 options = {name: kwargs[name] for name in _CLUSTER_AUTH if kwargs.get(name)}
