@@ -168,6 +168,21 @@ def test_redis_acquire_caps_all_or_nothing_and_release(redis: RedisServer) -> No
     assert with_store(redis, scenario) == [None, "r:c1", None, "r:total", 2, 0, 0, 1, None]
 
 
+def test_redis_acquire_without_caps_and_twice_for_one_lease(redis: RedisServer) -> None:
+    async def scenario(store: RedisStore) -> list[object]:
+        shown = repr(store).replace(store.prefix, "<prefix>")
+        got: list[object] = [shown, await store.acquire("l0", {})]
+        await store.acquire("l1", {"r:total": 5})
+        with pytest.raises(ValueError, match="lease 'l1' is already held"):
+            await store.acquire("l1", {"r:total": 5})
+        return got
+
+    assert with_store(redis, scenario) == [
+        "RedisStore(kind='server', prefix='<prefix>', timeout=0.5)",
+        None,
+    ]
+
+
 def test_redis_counters_of_a_route_share_a_hash_tag(redis: RedisServer) -> None:
     # One script touches one hash slot: a route's counters share "{<prefix>conn:<route>}".
     assert conn_key("p:", "/chat/*:client:203.0.113.7") == (
