@@ -1,68 +1,158 @@
 """Guard the WebSocket handshake of ASGI apps: origin, version, key and subprotocol policy,
 refusals with proper HTTP responses, and one audit event per handshake.
+
+The public names are imported when first used (PEP 562), so importing one module of the
+package (``asgi_ws_handshake.request``, say) loads only what that module needs.
 """
 
 from __future__ import annotations
 
-from .audit import (
-    AuditEvent,
-    Auditor,
-    AuditSink,
-    JSONFormatter,
-    JSONLinesSink,
-    LoggingSink,
-    MemorySink,
-    Outcome,
-    ThreadedSink,
-)
-from .config import PolicyFileError
-from .decision import RESPONSES, Accept, Decision, Reason, Reject
-from .key import GUID, accept_key, is_valid_key
-from .middleware import (
-    DEFAULT_REDACT,
-    HandshakeDenied,
-    HandshakeInfo,
-    HandshakeMiddleware,
-    get_handshake,
-)
-from .origin import Origin, parse_origin
-from .policy import HandshakePolicy, SubprotocolSelector
-from .request import HandshakeRequest
-from .stores import HandshakeStore, MemoryStore, StoreError
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "DEFAULT_REDACT",
-    "GUID",
-    "RESPONSES",
-    "Accept",
-    "AuditEvent",
-    "AuditSink",
-    "Auditor",
-    "Decision",
-    "HandshakeDenied",
-    "HandshakeInfo",
-    "HandshakeMiddleware",
-    "HandshakePolicy",
-    "HandshakeRequest",
-    "HandshakeStore",
-    "JSONFormatter",
-    "JSONLinesSink",
-    "LoggingSink",
-    "MemorySink",
-    "MemoryStore",
-    "Origin",
-    "Outcome",
-    "PolicyFileError",
-    "Reason",
-    "Reject",
-    "StoreError",
-    "SubprotocolSelector",
-    "ThreadedSink",
-    "__version__",
-    "accept_key",
-    "get_handshake",
-    "is_valid_key",
-    "parse_origin",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "DEFAULT_REDACT": "audit",
+    "AuditEvent": "audit",
+    "AuditSink": "audit",
+    "Auditor": "audit",
+    "HandshakeInfo": "audit",
+    "Outcome": "audit",
+    "JSONFormatter": "sinks",
+    "JSONLinesSink": "sinks",
+    "LoggingSink": "sinks",
+    "MemorySink": "sinks",
+    "ThreadedSink": "sinks",
+    "PolicyFileError": "config",
+    "RESPONSES": "decision",
+    "Accept": "decision",
+    "Decision": "decision",
+    "Reason": "decision",
+    "Reject": "decision",
+    "GUID": "key",
+    "accept_key": "key",
+    "is_valid_key": "key",
+    "HandshakeDenied": "middleware",
+    "HandshakeMiddleware": "middleware",
+    "get_handshake": "middleware",
+    "Origin": "origin",
+    "parse_origin": "origin",
+    "HandshakePolicy": "policy",
+    "SubprotocolSelector": "policy",
+    "HandshakeRequest": "request",
+    "HandshakeStore": "stores",
+    "MemoryStore": "stores",
+    "StoreError": "stores",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from .audit import (
+        DEFAULT_REDACT as DEFAULT_REDACT,
+    )
+    from .audit import (
+        AuditEvent as AuditEvent,
+    )
+    from .audit import (
+        Auditor as Auditor,
+    )
+    from .audit import (
+        AuditSink as AuditSink,
+    )
+    from .audit import (
+        HandshakeInfo as HandshakeInfo,
+    )
+    from .audit import (
+        Outcome as Outcome,
+    )
+    from .config import (
+        PolicyFileError as PolicyFileError,
+    )
+    from .decision import (
+        RESPONSES as RESPONSES,
+    )
+    from .decision import (
+        Accept as Accept,
+    )
+    from .decision import (
+        Decision as Decision,
+    )
+    from .decision import (
+        Reason as Reason,
+    )
+    from .decision import (
+        Reject as Reject,
+    )
+    from .key import (
+        GUID as GUID,
+    )
+    from .key import (
+        accept_key as accept_key,
+    )
+    from .key import (
+        is_valid_key as is_valid_key,
+    )
+    from .middleware import (
+        HandshakeDenied as HandshakeDenied,
+    )
+    from .middleware import (
+        HandshakeMiddleware as HandshakeMiddleware,
+    )
+    from .middleware import (
+        get_handshake as get_handshake,
+    )
+    from .origin import (
+        Origin as Origin,
+    )
+    from .origin import (
+        parse_origin as parse_origin,
+    )
+    from .policy import (
+        HandshakePolicy as HandshakePolicy,
+    )
+    from .policy import (
+        SubprotocolSelector as SubprotocolSelector,
+    )
+    from .request import (
+        HandshakeRequest as HandshakeRequest,
+    )
+    from .sinks import (
+        JSONFormatter as JSONFormatter,
+    )
+    from .sinks import (
+        JSONLinesSink as JSONLinesSink,
+    )
+    from .sinks import (
+        LoggingSink as LoggingSink,
+    )
+    from .sinks import (
+        MemorySink as MemorySink,
+    )
+    from .sinks import (
+        ThreadedSink as ThreadedSink,
+    )
+    from .stores import (
+        HandshakeStore as HandshakeStore,
+    )
+    from .stores import (
+        MemoryStore as MemoryStore,
+    )
+    from .stores import (
+        StoreError as StoreError,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,41 +1,56 @@
-"""Audit events and sinks: one ``AuditEvent`` per handshake, delivered to every sink.
+"""Audit events: one ``AuditEvent`` per handshake, what it records, redaction, and delivery.
 
-Owns the event's fields, their JSON form and delivery (inline for sync sinks, background
-tasks with a timeout for async ones). What happened is decided by the middleware.
+Owns the event's fields and their JSON form, the record of a handshake that events and the
+downstream app read (``HandshakeInfo``), the redaction of credential-carrying subprotocols,
+and delivery to sinks (``Auditor``; the sinks themselves are in ``sinks``). What happened is
+decided by the middleware.
+
+An event is cheap to build: it holds its handshake's record and the outcome; everything a
+reader derives (the id's text, the client's ``host:port``, the capped header values, the
+redacted subprotocols, the expected ``Sec-WebSocket-Accept``) is computed when read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
+import fnmatch
 import inspect
-import json
+import itertools
 import logging
-import queue
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
+from .decision import Accept, Decision
+from .key import accept_key, is_valid_key
+from .request import HandshakeRequest
+
 __all__ = [
+    "DEFAULT_REDACT",
     "AuditEvent",
     "AuditSink",
     "Auditor",
-    "JSONFormatter",
-    "JSONLinesSink",
-    "LoggingSink",
-    "MemorySink",
+    "HandshakeInfo",
     "Outcome",
-    "ThreadedSink",
+    "Redactor",
 ]
-
 
 logger = logging.getLogger("asgi_ws_handshake")
 
 #: A sink is any callable taking an event; it may return an awaitable.
 AuditSink = Callable[["AuditEvent"], "Awaitable[None] | None"]
+
+#: Subprotocols that carry credentials are redacted in audit events (case-insensitive globs);
+#: values longer than 64 characters are redacted too.
+DEFAULT_REDACT = ("*bearer*", "*token*", "*authorization*", "*secret*", "*password*", "eyj*")
+REDACTED = "<redacted>"
+_REDACT_LONGER_THAN = 64
+_REDACT_CACHE = 1024
+_CAP = 256  # the most characters of a header value an event keeps
+_NO_KEY_VERSIONS = ("2", "3")
 
 
 class Outcome(enum.StrEnum):
@@ -48,170 +63,285 @@ class Outcome(enum.StrEnum):
     CLIENT_GONE = "client_gone"  # the client left before the handshake was answered
 
 
-class AuditEvent(NamedTuple):
-    """What one handshake was and how it ended. Holds no header outside an allowlist.
+class Redactor:
+    """Tell credential-carrying subprotocols (case-insensitive globs, or over 64 characters).
 
-    A ``NamedTuple``: immutable, and several times cheaper to build than a frozen dataclass
-    of 22 fields, on a path every handshake takes.
+    Remembers its answers for short values only, bounded in entries.
     """
 
-    id: str
-    #: Seconds since the epoch (UTC) when the outcome was known.
-    time: float
-    #: Seconds from the websocket.connect message to the outcome.
-    duration: float
-    client: str | None
-    path: str
-    route: str
-    host: str | None
-    #: The Origin as sent (first value, capped), "null", or None.
-    origin: str | None
-    #: Offered subprotocols, secret-looking ones redacted.
-    subprotocols: tuple[str, ...]
-    subprotocol: str | None
-    version: str | None
-    #: The Sec-WebSocket-Key as sent (first value, capped).
-    key: str | None
-    key_valid: bool | None
-    expected_accept: str | None
-    key_reused: bool | None
-    outcome: Outcome
-    reason: str | None
-    #: The HTTP status the client was given: 101 when accepted, None when it got nothing.
-    status: int | None
-    #: How a refusal was delivered: "http_response", "close", or None.
-    denial: str | None
-    detail: str = ""
-    #: True when a store call failed and the policy failed open.
-    store_error: bool = False
+    __slots__ = ("_known", "_regex")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as JSON-safe values (``time`` as ISO 8601 UTC)."""
-        data = self._asdict()
-        data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat()
-        data["subprotocols"] = list(self.subprotocols)
-        data["outcome"] = str(self.outcome)
-        return data
+    def __init__(self, patterns: Iterable[str] = DEFAULT_REDACT) -> None:
+        parts = [fnmatch.translate(pattern.lower()) for pattern in patterns]
+        self._regex = (
+            re.compile("|".join(f"(?:{part})" for part in parts), re.IGNORECASE) if parts else None
+        )
+        self._known: dict[str, str] = {}
+
+    def __call__(self, value: str) -> str:
+        """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
+        known = self._known.get(value)
+        if known is not None:
+            return known
+        if len(value) > _REDACT_LONGER_THAN:
+            return REDACTED  # (not remembered: the cache holds short values only)
+        regex = self._regex
+        result = REDACTED if regex is not None and regex.match(value) else value
+        if len(self._known) >= _REDACT_CACHE:
+            self._known.clear()  # bounded: random values cannot grow it
+        self._known[value] = result
+        return result
 
 
-class MemorySink:
-    """Keep the last ``maxlen`` events in a ring (tests, dashboards)."""
+class _Ids:
+    """Audit ids: a random per-process prefix and a counter (unique across workers, cheap).
 
-    def __init__(self, maxlen: int = 1000) -> None:
-        self._events: collections.deque[AuditEvent] = collections.deque(maxlen=maxlen)
+    The hot path takes a number; the text is made when an id is read.
+    """
 
-    def __call__(self, event: AuditEvent) -> None:
-        self._events.append(event)
+    def __init__(self) -> None:
+        self.reseed()
+        if hasattr(os, "register_at_fork"):  # POSIX: a fresh prefix in each forked worker
+            os.register_at_fork(after_in_child=self.reseed)
 
-    @property
-    def events(self) -> list[AuditEvent]:
-        """A snapshot of the retained events, oldest first."""
-        return list(self._events)
+    def reseed(self) -> None:
+        self.prefix = os.urandom(6).hex() + "-"
+        self.next = itertools.count(1).__next__
 
-    def clear(self) -> None:
-        self._events.clear()
+    def text(self, serial: int) -> str:
+        return self.prefix + format(serial, "x")
 
 
-class LoggingSink:
-    """Log one line per event; the event's fields ride along in ``extra["ws_handshake"]``."""
+IDS = _Ids()
+
+
+class HandshakeInfo:
+    """One handshake as the guard recorded it: what the app and the audit event read.
+
+    ``get_handshake(websocket)`` returns it downstream. Everything here is set before the
+    handshake's outcome and never changed after; the middleware's own per-connection state
+    extends this class.
+    """
+
+    __slots__ = (
+        "_serial",
+        "decision",
+        "key_reused",
+        "lease",
+        "redact",
+        "request",
+        "route",
+        "store_error",
+    )
 
     def __init__(
         self,
-        logger: logging.Logger | str = "asgi_ws_handshake.audit",
+        request: HandshakeRequest,
         *,
-        level: int = logging.INFO,
-        rejected_level: int = logging.WARNING,
+        route: str = "default",
+        redact: Redactor | None = None,
     ) -> None:
-        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
-        self.level = level
-        self.rejected_level = rejected_level
+        self.request = request
+        self.route = route
+        self.redact = redact if redact is not None else _DEFAULT_REDACTOR
+        self._serial = IDS.next()
+        #: The policy's decision (the app only ever sees an ``Accept``).
+        self.decision: Decision | None = None
+        #: True or False once the key was checked against the store; None when it was not.
+        self.key_reused: bool | None = None
+        #: True when a store call failed during the checks (and the policy let it pass).
+        self.store_error = False
+        #: The connection lease taken under the route's caps, until it is released.
+        self.lease: str | None = None
 
-    def __call__(self, event: AuditEvent) -> None:
-        level = self.level if event.outcome is Outcome.ACCEPTED else self.rejected_level
-        if not self.logger.isEnabledFor(level):
-            return
-        self.logger.log(
-            level,
-            "websocket handshake %s %s status=%s reason=%s origin=%r client=%s id=%s",
-            event.outcome,
-            event.path,
-            event.status,
-            event.reason,
-            event.origin,
-            event.client,
-            event.id,
-            extra={"ws_handshake": event.to_dict()},
+    @property
+    def audit_id(self) -> str:
+        """The id of the handshake's audit event."""
+        return IDS.text(self._serial)
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The negotiated subprotocol (the app may still pick another offered one)."""
+        decision = self.decision
+        return decision.subprotocol if type(decision) is Accept else None
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """What the client offered, in its order."""
+        return self.request.subprotocols
+
+    @property
+    def origin(self) -> str | None:
+        """The normalised origin, "null", or None when the client sent none."""
+        decision = self.decision
+        return decision.origin if decision is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"HandshakeInfo(audit_id={self.audit_id!r}, route={self.route!r}, "
+            f"subprotocol={self.subprotocol!r}, origin={self.origin!r})"
         )
 
 
-class JSONFormatter(logging.Formatter):
-    """Format records as one JSON object a line, merging ``extra["ws_handshake"]``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        event = getattr(record, "ws_handshake", None)
-        if isinstance(event, dict):
-            data["event"] = event
-        if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(data, separators=(",", ":"))
+_DEFAULT_REDACTOR = Redactor()
 
 
-class JSONLinesSink:
-    """Append each event as one JSON line to a file, flushed per event."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file = self.path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def __call__(self, event: AuditEvent) -> None:
-        line = json.dumps(event.to_dict(), separators=(",", ":")) + "\n"
-        with self._lock:
-            self._file.write(line)
-            self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+def _cap(values: tuple[str, ...]) -> str | None:
+    """The first value, capped (repeated values are judged by the policy, not kept here)."""
+    if not values:
+        return None
+    value = values[0]
+    return value if len(value) <= _CAP else value[:_CAP] + "..."
 
 
-class ThreadedSink:
-    """Run a slow synchronous sink in a worker thread behind a bounded queue.
+class AuditEvent(NamedTuple):
+    """What one handshake was and how it ended. Holds no header outside an allowlist.
 
-    When the queue is full the event is dropped for this sink and counted in ``dropped``:
-    a stalled sink never stalls a handshake.
+    Built from the handshake's record and its outcome; the other fields are read from the
+    record when asked for (``to_dict()`` gives them all as JSON-safe values).
     """
 
-    def __init__(self, sink: Callable[[AuditEvent], object], maxsize: int = 10_000) -> None:
-        self.sink = sink
-        self.dropped = 0
-        self.failures = 0
-        self._queue: queue.Queue[AuditEvent | None] = queue.Queue(maxsize)
-        self._thread = threading.Thread(target=self._run, name="audit-sink", daemon=True)
-        self._thread.start()
+    handshake: HandshakeInfo
+    outcome: Outcome
+    #: The HTTP status the client was given: 101 when accepted, None when it got nothing.
+    status: int | None
+    reason: str | None = None
+    #: How a refusal was delivered: "http_response", "close", or None.
+    denial: str | None = None
+    detail: str = ""
+    #: The subprotocol the handshake was accepted with, as sent (redacted when read as
+    #: ``subprotocol``).
+    selected: str | None = None
+    #: Seconds since the epoch (UTC) when the outcome was known.
+    time: float = 0.0
+    #: Seconds from the websocket.connect message to the outcome.
+    duration: float = 0.0
 
-    def __call__(self, event: AuditEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
+    @classmethod
+    def build(
+        cls,
+        *,
+        handshake: HandshakeInfo,
+        outcome: Outcome,
+        status: int | None,
+        reason: str | None = None,
+        denial: str | None = None,
+        detail: str = "",
+        selected: str | None = None,
+        time: float = 0.0,
+        duration: float = 0.0,
+    ) -> AuditEvent:
+        """Build an event by keyword (the fields in order, checked by a test).
 
-    def _run(self) -> None:
-        while (event := self._queue.get()) is not None:
-            try:
-                self.sink(event)
-            except Exception:
-                self.failures += 1
-                logger.exception("audit sink %r failed", self.sink)
+        The same as calling the class with keywords, several times cheaper: a class call
+        with keywords builds a dict of them first, on a path every handshake takes.
+        """
+        return cls(handshake, outcome, status, reason, denial, detail, selected, time, duration)
 
-    def close(self, timeout: float | None = 5.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
+    @property
+    def id(self) -> str:
+        return self.handshake.audit_id
+
+    @property
+    def request(self) -> HandshakeRequest:
+        return self.handshake.request
+
+    @property
+    def client(self) -> str | None:
+        client = self.handshake.request.client
+        return f"{client[0]}:{client[1]}" if client else None
+
+    @property
+    def path(self) -> str:
+        return self.handshake.request.path
+
+    @property
+    def route(self) -> str:
+        return self.handshake.route
+
+    @property
+    def host(self) -> str | None:
+        return _cap(self.handshake.request.hosts)
+
+    @property
+    def origin(self) -> str | None:
+        """The Origin as sent (first value, capped), "null", or None."""
+        return _cap(self.handshake.request.origins)
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """Offered subprotocols, secret-looking ones redacted."""
+        redact = self.handshake.redact
+        return tuple([redact(value) for value in self.handshake.request.subprotocols])
+
+    @property
+    def subprotocol(self) -> str | None:
+        selected = self.selected
+        return None if selected is None else self.handshake.redact(selected)
+
+    @property
+    def version(self) -> str | None:
+        versions = self.handshake.request.versions
+        if not versions:
+            return None
+        return versions[0] if len(versions) == 1 else _cap((", ".join(versions),))
+
+    @property
+    def key(self) -> str | None:
+        """The Sec-WebSocket-Key as sent (first value, capped)."""
+        return _cap(self.handshake.request.keys)
+
+    @property
+    def key_valid(self) -> bool | None:
+        request = self.handshake.request
+        keys = request.keys
+        if not keys:
+            return None if request.http_version in _NO_KEY_VERSIONS else False
+        return len(keys) == 1 and is_valid_key(keys[0])
+
+    @property
+    def expected_accept(self) -> str | None:
+        """base64(SHA-1(key + GUID)) for a valid key (RFC 6455 4.2.2), computed when read."""
+        if not self.key_valid:
+            return None
+        return accept_key(self.handshake.request.keys[0])
+
+    @property
+    def key_reused(self) -> bool | None:
+        return self.handshake.key_reused
+
+    @property
+    def store_error(self) -> bool:
+        return self.handshake.store_error
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-safe values (``time`` as ISO 8601 UTC)."""
+        return {
+            "id": self.id,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat(),
+            "duration": self.duration,
+            "client": self.client,
+            "path": self.path,
+            "route": self.route,
+            "host": self.host,
+            "origin": self.origin,
+            "subprotocols": list(self.subprotocols),
+            "subprotocol": self.subprotocol,
+            "version": self.version,
+            "key": self.key,
+            "key_valid": self.key_valid,
+            "expected_accept": self.expected_accept,
+            "key_reused": self.key_reused,
+            "outcome": str(self.outcome),
+            "reason": self.reason,
+            "status": self.status,
+            "denial": self.denial,
+            "detail": self.detail,
+            "store_error": self.store_error,
+        }
+
+    def __repr__(self) -> str:
+        return f"AuditEvent({self.to_dict()!r})"
 
 
 class Auditor:
@@ -246,17 +376,23 @@ class Auditor:
     @sinks.setter
     def sinks(self, sinks: Iterable[AuditSink]) -> None:
         self._sinks: tuple[AuditSink, ...] = tuple(sinks)
-        # What emit calls: a MemorySink's ring is appended to directly (one C call).
-        self._calls: tuple[tuple[AuditSink, AuditSink], ...] = tuple(
-            (sink, sink._events.append if type(sink) is MemorySink else sink)
-            for sink in self._sinks
+        # Whether an event is worth building: False when every sink is a logger that would
+        # drop it (see ``wants``); sinks that can say so expose ``wants(outcome)``.
+        self.choosy = not self._sinks or all(
+            callable(getattr(sink, "wants", None)) for sink in self._sinks
         )
+
+    def wants(self, outcome: Outcome) -> bool:
+        """Whether any sink would keep an event with this outcome (build it only then)."""
+        if not self.choosy:
+            return bool(self._sinks)
+        return any(sink.wants(outcome) for sink in self._sinks)  # type: ignore[attr-defined]
 
     def emit(self, event: AuditEvent) -> None:
         """Deliver ``event``; never raises."""
-        for sink, call in self._calls:
+        for sink in self._sinks:
             try:
-                result = call(event)
+                result = sink(event)
             except Exception:
                 self._failed(sink)
                 continue
@@ -266,7 +402,7 @@ class Auditor:
     async def deliver(self, event: AuditEvent) -> bool:
         """Deliver ``event`` and wait for every sink; True when all of them succeeded."""
         ok = True
-        for sink in self.sinks:
+        for sink in self._sinks:
             try:
                 result = sink(event)
                 if result is not None and inspect.isawaitable(result):
@@ -302,8 +438,3 @@ class Auditor:
         """Wait for background sink tasks (tests, shutdown)."""
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-
-
-def redact(values: Sequence[str], is_secret: Callable[[str], bool]) -> tuple[str, ...]:
-    """Replace secret-looking values with ``"<redacted>"``."""
-    return tuple("<redacted>" if is_secret(value) else value for value in values)

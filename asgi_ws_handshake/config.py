@@ -34,15 +34,14 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .audit import AuditSink, JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
+from .audit import DEFAULT_REDACT, AuditSink
+from .middleware import ASGIApp, HandshakeMiddleware
+from .policy import HandshakePolicy
+from .sinks import JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
 from .stores import HandshakeStore, MemoryStore
 from .stores.redis_connect import parse_store_url
-
-if TYPE_CHECKING:
-    from .middleware import ASGIApp, HandshakeMiddleware
-    from .policy import HandshakePolicy
 
 __all__ = [
     "POLICY_OPTIONS",
@@ -234,8 +233,6 @@ def parse_policy(
     Raises:
         PolicyFileError: an unknown key, a wrong type or a value the policy refuses.
     """
-    from .policy import HandshakePolicy
-
     if not isinstance(data, Mapping):
         raise PolicyFileError(source, prefix.rstrip(".") or None, "expected a table")
     kwargs = _policy_kwargs(source, prefix, data)
@@ -332,8 +329,6 @@ class PolicyFile:
 
     def middleware(self, app: ASGIApp) -> HandshakeMiddleware:
         """Wrap ``app`` with the configured middleware (opens files, connects stores)."""
-        from .middleware import HandshakeMiddleware
-
         sinks = None if self.audit is None else [spec.build() for spec in self.audit]
         return HandshakeMiddleware(
             app,
@@ -366,8 +361,6 @@ class PolicyFile:
 
 
 def _default_redact() -> list[str]:
-    from .middleware import DEFAULT_REDACT
-
     return list(DEFAULT_REDACT)
 
 

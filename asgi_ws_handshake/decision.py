@@ -1,7 +1,8 @@
 """What the policy decided: ``Accept`` or ``Reject``, the reason codes and the response table.
 
 Reason codes are stable strings (logs, metrics and dashboards key on them). The table maps
-each to the HTTP status and headers a refused client receives (RFC 6455 4.2.2 / 4.4).
+each to the HTTP status and headers a refused client receives (RFC 6455 4.2.2 / 4.4), and
+``refusal`` turns a ``Reject`` into the response a server sends. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-__all__ = ["Accept", "Decision", "Reason", "Reject", "RESPONSES"]
+__all__ = ["RESPONSES", "Accept", "Decision", "Reason", "Reject", "refusal"]
 
 
 class Reason(enum.StrEnum):
@@ -80,16 +81,15 @@ RESPONSES: dict[Reason, tuple[int, tuple[tuple[str, str], ...]]] = {
 class Accept(NamedTuple):
     """The handshake may proceed to the app.
 
-    Decisions are ``NamedTuple``s: immutable like frozen dataclasses, and cheaper to build on
-    the per-handshake path.
+    Decisions hold nothing of the key: the same decision serves every handshake with the same
+    Origin, Host and offer (see ``HandshakePolicy.evaluate``), and the expected
+    ``Sec-WebSocket-Accept`` is derived from the key by whoever needs it (the audit event).
     """
 
     #: The negotiated subprotocol, or None.
-    subprotocol: str | None
-    #: The Sec-WebSocket-Accept a correct server answers with; None over HTTP/2 and HTTP/3.
-    expected_accept: str | None
+    subprotocol: str | None = None
     #: The normalised origin, "null", or None when the client sent none.
-    origin: str | None
+    origin: str | None = None
 
 
 class Reject(NamedTuple):
@@ -98,8 +98,6 @@ class Reject(NamedTuple):
     reason: Reason
     status: int
     headers: tuple[tuple[str, str], ...] = ()
-    #: Computed whenever the key was valid, so the audit records it even for refusals.
-    expected_accept: str | None = None
     origin: str | None = None
     #: A short human explanation for logs; never contains request bytes.
     detail: str = ""
@@ -110,15 +108,27 @@ class Reject(NamedTuple):
         reason: Reason,
         detail: str = "",
         *,
-        expected_accept: str | None = None,
         origin: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Reject:
         """Build a refusal with the status and headers of the response table."""
         status, table_headers = RESPONSES[reason]
-        return tuple.__new__(
-            cls, (reason, status, table_headers + headers, expected_accept, origin, detail)
-        )
+        return cls(reason, status, table_headers + headers, origin, detail)
 
 
 Decision = Accept | Reject
+
+_TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+
+
+def refusal(reject: Reject) -> tuple[dict[str, object], dict[str, object]]:
+    """The ``websocket.http.response.start`` and ``.body`` messages that send ``reject``.
+
+    ASGI ``websocket.http.response`` extension. The body names the reason code and never
+    echoes request bytes.
+    """
+    body = f"{reject.reason}\n".encode()
+    headers = [_TEXT_PLAIN, (b"content-length", b"%d" % len(body))]
+    headers.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in reject.headers)
+    start = {"type": "websocket.http.response.start", "status": reject.status, "headers": headers}
+    return start, {"type": "websocket.http.response.body", "body": body}

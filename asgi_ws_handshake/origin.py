@@ -2,11 +2,16 @@
 
 Owns turning header text into normalised (scheme, host, port) values and matching them
 against configured patterns. It does not decide what is allowed: that is the policy's job.
+
+Header values must already be ASCII, as browsers send them (RFC 6454 6.2): a raw Unicode
+Origin or Host is malformed. Configured patterns may name hosts in Unicode; they are encoded
+as browsers encode hosts (UTS #46 non-transitional processing, the WHATWG URL standard's
+"domain to ASCII") through the ``idna`` package (the ``idna`` extra). Python's built-in
+``idna`` codec is IDNA 2003, which maps ``ß`` to ``ss``: it is never used here.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -27,6 +32,10 @@ _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.\-]*")
 # "_" is not valid in DNS host names but real intranets use it and browsers serialise it.
 _LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
 _PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
+# RFC 1035 2.3.4: a name is at most 253 characters; with brackets, a port and a scheme, no
+# real Host or Origin is longer. Longer values are malformed before any parsing.
+_MAX_HOST = 253 + len("[]:65535")
+_MAX_ORIGIN = 32 + len("://") + _MAX_HOST
 
 
 class Origin(NamedTuple):
@@ -54,12 +63,8 @@ def _normalise_hostname(host: str) -> str | None:
             return None
         return f"[{address.compressed}]"
     if not host.isascii():
-        # RFC 6454 4 step 5 / RFC 5890: hosts compare in their ASCII (punycode) form, so a
-        # look-alike (a Cyrillic "a", U+0430) never equals the Latin name.
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
+        # Callers hand over ASCII only: header values are refused before, patterns encoded.
+        return None
     host = host.lower()
     labels = host.split(".")
     if labels[-1] == "" and len(labels) > 1:
@@ -112,7 +117,6 @@ def _serialise(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_origin(value: str) -> Origin | None:
     """Parse an ``Origin`` header value (RFC 6454 7.1) other than ``null``.
 
@@ -124,7 +128,7 @@ def parse_origin(value: str) -> Origin | None:
         path (even "/"), query, fragment, userinfo, percent-encoding, whitespace or control
         characters, a bad or out-of-range port, or an invalid host.
     """
-    if not value.isascii():
+    if len(value) > _MAX_ORIGIN or not value.isascii():
         # RFC 6454 6.2: browsers send the ASCII serialisation (punycode hosts). Other bytes
         # would need guessing (IDNA maps "\xaapp" to "app"): fail closed instead.
         return None
@@ -147,18 +151,54 @@ def parse_origin(value: str) -> Origin | None:
     return Origin(scheme, host, port, _serialise(scheme, host, port))
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_host(value: str) -> tuple[str, int | None] | None:
     """Parse a ``Host`` header value (RFC 9110 7.2) into (host, port or None); None if malformed.
 
     RFC 9110 7.2 / RFC 3986 3.2.2: an ASCII uri-host, so other characters are malformed.
     """
-    if not value.isascii():
+    if len(value) > _MAX_HOST or not value.isascii():
         return None
     for char in "/?#@\\% \t":
         if char in value:
             return None
     return _split_authority(value)
+
+
+def to_ascii(host: str, option: str) -> str:
+    """A configured host name as browsers encode it (UTS #46 non-transitional, WHATWG URL).
+
+    ASCII names are returned as they are. Unicode ones need the ``idna`` package.
+
+    Raises:
+        ValueError: naming ``option``, when the name is not a valid IDNA name, or when the
+            ``idna`` extra is missing (the message names the punycode form to write instead).
+    """
+    if host.isascii():
+        return host
+    try:
+        import idna
+    except ImportError:
+        raise ValueError(
+            f"invalid {option} {host!r}: a Unicode host name needs the idna extra "
+            f"(pip install 'asgi-ws-handshake[idna]'), or write it in its ASCII form "
+            f"{_punycode_hint(host)!r}"
+        ) from None
+    try:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid {option} {host!r}: {exc}") from None
+
+
+def _punycode_hint(host: str) -> str:
+    """The ASCII form of a lowercase, already-normalised Unicode name (RFC 3492 per label).
+
+    Without the ``idna`` package this skips UTS #46 mapping, which for a name written in
+    lowercase, normalised form gives the same result (``ß`` stays, as non-transitional).
+    """
+    labels = host.lower().split(".")
+    return ".".join(
+        label if label.isascii() else "xn--" + label.encode("punycode").decode() for label in labels
+    )
 
 
 def parse_host_pattern(pattern: str) -> tuple[str, bool]:
@@ -169,14 +209,18 @@ def parse_host_pattern(pattern: str) -> tuple[str, bool]:
     """
     wildcard = pattern.startswith("*.")
     name = pattern[2:] if wildcard else pattern
-    normalised = _normalise_hostname(name) if "*" not in name and ":" not in name else None
+    if "*" not in name and ":" not in name:
+        name = to_ascii(name, "host pattern")
+        normalised = _normalise_hostname(name)
+    else:
+        normalised = None
     if normalised is None:
         raise ValueError(f"invalid host pattern {pattern!r}: expected 'name' or '*.name', no port")
     return ("." + normalised if wildcard else normalised), wildcard
 
 
 def _ascii_pattern(pattern: str) -> str:
-    """Configured patterns may name hosts in Unicode: IDNA-encode them (RFC 5890)."""
+    """Configured origin patterns may name hosts in Unicode: encode them as browsers do."""
     if pattern.isascii():
         return pattern
     scheme, sep, authority = pattern.partition("://")
@@ -184,10 +228,7 @@ def _ascii_pattern(pattern: str) -> str:
     if not colon or not port.isdigit():
         host, colon, port = authority, "", ""
     wildcard = host.startswith("*.")
-    try:
-        ascii_host = (host[2:] if wildcard else host).encode("idna").decode("ascii")
-    except UnicodeError:
-        return pattern  # left as it is: parsing then refuses it with a clear error
+    ascii_host = to_ascii(host[2:] if wildcard else host, "origin pattern")
     return f"{scheme}{sep}{'*.' if wildcard else ''}{ascii_host}{colon}{port}"
 
 

@@ -1,20 +1,21 @@
 """``HandshakePolicy``: what a route allows, validated once, and ``evaluate()``, the pure core.
 
-``evaluate`` turns a ``HandshakeRequest`` into an ``Accept`` or a ``Reject``. It performs no
-I/O, reads no clock and logs nothing; stateful checks (reused keys, rates, connection caps)
-and delivery belong to the middleware, which reads their settings from the policy.
+``evaluate`` turns a ``HandshakeRequest`` into an ``Accept`` or a ``Reject``: it is the one
+place each rule lives. It performs no I/O, reads no clock and logs nothing; the checks that
+need a store (reused keys, rates, connection caps) are ``checks``'s, which reads their
+settings from the policy.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 from .decision import Accept, Decision, Reason, Reject
-from .key import accept_key, is_valid_key
+from .key import is_valid_key
 from .origin import (
     DEFAULT_PORTS,
     OriginMatcher,
@@ -22,7 +23,7 @@ from .origin import (
     parse_host_pattern,
     parse_origin,
 )
-from .request import HandshakeRequest
+from .request import HandshakeRequest, RawValues
 from .stores.rates import require_limits
 from .subprotocol import find_malformed, is_token, select_subprotocol
 
@@ -31,9 +32,7 @@ __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
 #: ``(request, offered) -> chosen or None``; must return one of ``offered`` or None.
 SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"]
 
-_PLAIN_MEMO = 1024  # distinct (origin, host, protocol) triples remembered per policy
-_PLAIN_MEMO_BYTES = 256 * 1024  # and at most this much of their values (long headers fill it)
-_PLAIN_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3's sample key: any valid key will do
+_V13 = ("13",)
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
 _WEB_SCHEMES = frozenset({"http", "https"})
 
@@ -66,30 +65,8 @@ def parse_rate(value: str, option: str = "rate") -> Rate:
     return rate
 
 
-class _Memo(dict[tuple[object, ...], "PlainDecision | None"]):
-    """The plain lane's memo: bounded in entries and in the bytes of the values it keys on."""
-
-    weight = 0
-
-
-def _weight(value: object) -> int:
-    if type(value) is bytes or type(value) is str:
-        return len(value)
-    if type(value) is tuple:
-        return sum(_weight(item) for item in value)
-    return 64  # None, or an odd value a broken server passed
-
-
-class PlainDecision(NamedTuple):
-    """An ordinary handshake's decision, minus its key: what ``plain`` remembers.
-
-    ``decision.expected_accept`` is None here; the caller fills in its own key's value.
-    """
-
-    decision: Accept | Reject
-    hosts: tuple[str, ...]
-    origins: tuple[str, ...]
-    subprotocols: tuple[str, ...]
+_MEMO_POLICIES = 16  # policies' verdicts remembered per set of raw values
+_TOKENS = itertools.count()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,10 +134,10 @@ class HandshakePolicy:
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _same_origin: bool = field(init=False, repr=False, compare=False)
-    _stateful: bool = field(init=False, repr=False, compare=False)
+    _store_checks: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _plain: _Memo = field(init=False, repr=False, compare=False)
+    _token: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -223,48 +200,25 @@ class HandshakePolicy:
             raise ValueError(
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
-        set_(self, "_plain", _Memo())
-        set_(
-            self,
-            "_stateful",
-            bool(
-                self._client_rate
-                or self._total_rate
-                or self.key_reuse != "ignore"
-                or self.max_connections
-                or self.max_connections_per_client
-            ),
+        set_(self, "_token", next(_TOKENS))  # names this policy in RawValues.memo
+        checks = (
+            ("client_rate", self._client_rate is not None),
+            ("total_rate", self._total_rate is not None),
+            ("key_reuse", self.key_reuse != "ignore"),
+            ("connections", bool(self.max_connections or self.max_connections_per_client)),
         )
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> HandshakePolicy:
-        """Build the default policy from a policy-file mapping (see ``config``).
-
-        Routes, audit sinks and the store, when present, are validated too; build them with
-        ``config.parse_policy_file(data).middleware(app)``.
-
-        Raises:
-            PolicyFileError: a ``ValueError`` naming the key and what is wrong.
-        """
-        from .config import parse_policy_file
-
-        return parse_policy_file(data).policy
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> HandshakePolicy:
-        """Read the default policy from a TOML policy file (see ``config``).
-
-        Raises:
-            PolicyFileError: a ``ValueError`` naming the file, the key and what is wrong.
-        """
-        from .config import load_policy_file
-
-        return load_policy_file(path).policy
+        set_(self, "_store_checks", tuple(name for name, on in checks if on))
 
     @property
     def stateful(self) -> bool:
         """Whether any check needs the store (rates, reused keys, connection caps)."""
-        return self._stateful
+        return bool(self._store_checks)
+
+    @property
+    def store_checks(self) -> tuple[str, ...]:
+        """The checks that need the store, in the order they run: ``"client_rate"``,
+        ``"total_rate"``, ``"key_reuse"``, ``"connections"`` (those this policy enables)."""
+        return self._store_checks
 
     @property
     def client_rate(self) -> Rate | None:
@@ -288,161 +242,118 @@ class HandshakePolicy:
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self._host_suffixes
         )
 
-    def plain(self, origin: object, host: object, protocol: object) -> PlainDecision | None:
-        """Memoised ``evaluate`` for an ordinary handshake, accepted or refused.
-
-        An ordinary handshake is HTTP/1.1 with at most one of each header line, version
-        ``13`` and a valid key; ``protocol`` is its Sec-WebSocket-Protocol line, or a tuple:
-        the scope's ``subprotocols`` list when the server passed no header line.
-        ``evaluate`` then depends on nothing but these three raw values (the key only gives
-        the accept value), so the decision is computed once per distinct triple, by
-        ``evaluate`` itself, and remembered (up to 1024 triples or 256 KiB of their values,
-        then forgotten together).
-        Values are as the server gave them: like ``from_scope``, the decision ignores values
-        that are not bytes.
-        Version and key being valid, a refusal can only come from the Host, Origin or
-        subprotocol checks, which carry the accept value like an acceptance does. None when
-        the policy has a ``select_subprotocol`` callable, whose choice may depend on anything
-        (or is a subclass), or a value is unhashable: those always take ``evaluate``.
-        """
-        memo_key = (origin, host, protocol)
-        try:
-            return self._plain[memo_key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable value: not an ordinary handshake
-            return None
-        entry: PlainDecision | None = None
-        # A subclass's evaluate may read anything (the path, the client): never memoised.
-        if self.select_subprotocol is None and type(self) is HandshakePolicy:
-            headers: list[tuple[bytes, object]] = [
-                (b"sec-websocket-version", b"13"),
-                (b"sec-websocket-key", _PLAIN_KEY),
-            ]
-            if origin is not None:
-                headers.append((b"origin", origin))
-            if host is not None:
-                headers.append((b"host", host))
-            scope: dict[str, Any] = {"headers": headers, "http_version": "1.1"}
-            if type(protocol) is tuple:  # the offer as the scope's list (no header line)
-                scope["subprotocols"] = list(protocol)
-            elif protocol is not None:
-                headers.append((b"sec-websocket-protocol", protocol))
-            request = HandshakeRequest.from_scope(scope)
-            decision = self.evaluate(request)
-            entry = PlainDecision(
-                decision._replace(expected_accept=None),
-                request.hosts,
-                request.origins,
-                request.subprotocols,
-            )
-        memo = self._plain
-        weight = _weight(memo_key)
-        if len(memo) >= _PLAIN_MEMO or memo.weight + weight > _PLAIN_MEMO_BYTES:
-            # Bounded: a flood of distinct (or long) origins cannot grow it.
-            memo.clear()
-            memo.weight = 0
-        memo[memo_key] = entry
-        memo.weight += weight
-        return entry
-
     def evaluate(self, request: HandshakeRequest) -> Decision:
         """Judge a handshake. Pure: same request, same decision; never raises on request data.
 
         Checks run in this order, the first failure deciding: version, key, Host, Origin,
-        subprotocols.
+        subprotocols. Everything after the key depends only on the Host, Origin and offered
+        subprotocols, so its verdict is remembered with the request's decoded raw values
+        (``RawValues.memo``) and reused for every handshake that has the same ones.
+
+        Raises:
+            Exception: whatever a ``select_subprotocol`` callable raises.
         """
         # RFC 6455 4.2.1 item 6 and 4.4: exactly one version, "13"; otherwise answer with the
         # versions we support (400 when the header is absent, 426 Upgrade Required otherwise).
         versions = request.versions
-        if not versions:
-            return Reject.because(Reason.VERSION_MISSING, "no Sec-WebSocket-Version header")
-        if versions != ("13",):
+        if versions != _V13:
+            if not versions:
+                return Reject.because(Reason.VERSION_MISSING, "no Sec-WebSocket-Version header")
             return Reject.because(Reason.VERSION_UNSUPPORTED, "Sec-WebSocket-Version must be 13")
 
         # RFC 6455 4.2.1 item 5: exactly one key, base64 of 16 bytes. RFC 8441 / RFC 9220
         # handshakes (HTTP/2, HTTP/3) carry neither key nor accept.
-        expected_accept: str | None = None
         if request.http_version not in _NO_KEY_VERSIONS:
             keys = request.keys
-            if not keys:
-                return Reject.because(Reason.KEY_MISSING, "no Sec-WebSocket-Key header")
             if len(keys) != 1:
+                if not keys:
+                    return Reject.because(Reason.KEY_MISSING, "no Sec-WebSocket-Key header")
                 return Reject.because(Reason.KEY_MULTIPLE, "more than one Sec-WebSocket-Key")
             if not is_valid_key(keys[0]):
                 return Reject.because(
                     Reason.KEY_MALFORMED, "Sec-WebSocket-Key is not base64 of 16 bytes"
                 )
-            expected_accept = accept_key(keys[0])
 
+        raw = request.raw
+        if (
+            raw is not None
+            and (memo := raw.memo) is not None
+            # The very values decoded from the raw ones (not a request rebuilt with _replace).
+            and raw.hosts is request.hosts
+            and raw.origins is request.origins
+            and raw.subprotocols is request.subprotocols
+        ):
+            verdict = memo.get(self._token)
+            if verdict is None:
+                verdict = self._judge(raw)
+                if len(memo) >= _MEMO_POLICIES:
+                    memo.clear()
+                memo[self._token] = verdict
+        else:
+            verdict = self._judge(
+                RawValues(request.hosts, request.origins, request.versions, request.subprotocols)
+            )
+        if self.select_subprotocol is None or type(verdict) is not Accept:
+            return verdict
+        return self._select(request, verdict)
+
+    def _select(self, request: HandshakeRequest, verdict: Accept) -> Decision:
+        """The choice of a ``select_subprotocol`` callable (which may read anything)."""
+        assert self.select_subprotocol is not None
+        offered = request.subprotocols
+        chosen = self.select_subprotocol(request, offered)
+        if chosen is not None and chosen not in offered:
+            return Reject.because(
+                Reason.INTERNAL_ERROR,
+                "select_subprotocol chose a subprotocol not offered",
+                origin=verdict.origin,
+            )
+        if chosen is None and self.require_subprotocol:
+            return Reject.because(
+                Reason.SUBPROTOCOL_REQUIRED,
+                "no supported subprotocol offered",
+                origin=verdict.origin,
+            )
+        return Accept(chosen, verdict.origin)
+
+    def _judge(self, raw: RawValues) -> Decision:
+        """The Host, Origin and subprotocol rules: a pure function of ``raw`` and the policy."""
         # RFC 9110 7.2: one Host. Needed for the same-origin rule and the Host allowlist.
         host: tuple[str, int | None] | None = None
         same_origin = self._same_origin
         if same_origin or self.allow_hosts is not None:
-            if len(request.hosts) != 1:
-                return Reject.because(
-                    Reason.HOST_MALFORMED,
-                    "exactly one Host header is required",
-                    expected_accept=expected_accept,
-                )
-            host = parse_host(request.hosts[0])
+            if len(raw.hosts) != 1:
+                return Reject.because(Reason.HOST_MALFORMED, "exactly one Host header is required")
+            host = parse_host(raw.hosts[0])
             if host is None:
-                return Reject.because(
-                    Reason.HOST_MALFORMED,
-                    "Host is not host[:port]",
-                    expected_accept=expected_accept,
-                )
+                return Reject.because(Reason.HOST_MALFORMED, "Host is not host[:port]")
             if self.allow_hosts is not None and not self._host_allowed(host[0]):
-                return Reject.because(
-                    Reason.HOST_NOT_ALLOWED,
-                    "Host is not in allow_hosts",
-                    expected_accept=expected_accept,
-                )
+                return Reject.because(Reason.HOST_NOT_ALLOWED, "Host is not in allow_hosts")
 
         # RFC 6455 4.2.2 item 4 / 10.2: the server decides whether it accepts this origin.
         origin_value: str | None = None
-        origins = request.origins
+        origins = raw.origins
         if not origins:
             if not self.allow_missing_origin:
-                return Reject.because(
-                    Reason.ORIGIN_MISSING,
-                    "no Origin header",
-                    expected_accept=expected_accept,
-                )
+                return Reject.because(Reason.ORIGIN_MISSING, "no Origin header")
         elif len(origins) != 1:
-            return Reject.because(
-                Reason.ORIGIN_MULTIPLE,
-                "more than one Origin",
-                expected_accept=expected_accept,
-            )
+            return Reject.because(Reason.ORIGIN_MULTIPLE, "more than one Origin")
         elif origins[0] == "null":
             # RFC 6454 7.3: privacy-sensitive contexts send "null".
             if not (self.allow_null_origin or self.allow_any_origin):
-                return Reject.because(
-                    Reason.ORIGIN_NULL,
-                    "Origin is null",
-                    expected_accept=expected_accept,
-                    origin="null",
-                )
+                return Reject.because(Reason.ORIGIN_NULL, "Origin is null", origin="null")
             origin_value = "null"
         else:
             origin = parse_origin(origins[0])
             if origin is None:
-                return Reject.because(
-                    Reason.ORIGIN_MALFORMED,
-                    "Origin is not a serialised origin",
-                    expected_accept=expected_accept,
-                )
+                return Reject.because(Reason.ORIGIN_MALFORMED, "Origin is not a serialised origin")
             origin_value = origin.serialized
             if self.allow_any_origin:
                 pass
             elif not same_origin:
                 if not self._origin_matcher.matches(origin):
                     return Reject.because(
-                        Reason.ORIGIN_NOT_ALLOWED,
-                        "Origin is not allowed",
-                        expected_accept=expected_accept,
-                        origin=origin_value,
+                        Reason.ORIGIN_NOT_ALLOWED, "Origin is not allowed", origin=origin_value
                     )
             else:
                 assert host is not None  # checked above whenever same_origin
@@ -456,41 +367,20 @@ class HandshakePolicy:
                     return Reject.because(
                         Reason.ORIGIN_NOT_ALLOWED,
                         "Origin is not the same origin as Host",
-                        expected_accept=expected_accept,
                         origin=origin_value,
                     )
 
         # RFC 6455 4.1 item 10 / 4.2.2 item 5.4: offered tokens, unique; pick one of them.
-        offered = request.subprotocols
+        offered = raw.subprotocols
         if offered:
             problem = find_malformed(offered)
             if problem is not None:
-                return Reject.because(
-                    Reason.SUBPROTOCOL_MALFORMED,
-                    problem,
-                    expected_accept=expected_accept,
-                    origin=origin_value,
-                )
+                return Reject.because(Reason.SUBPROTOCOL_MALFORMED, problem, origin=origin_value)
         if self.select_subprotocol is not None:
-            chosen = self.select_subprotocol(request, offered)
-            if chosen is not None and chosen not in offered:
-                return Reject.because(
-                    Reason.INTERNAL_ERROR,
-                    "select_subprotocol chose a subprotocol not offered",
-                    expected_accept=expected_accept,
-                    origin=origin_value,
-                )
-        else:
-            chosen = select_subprotocol(
-                offered,
-                self.subprotocols,
-                prefer=self.subprotocol_preference,
-            )
+            return Accept(None, origin_value)  # chosen per handshake, by _select
+        chosen = select_subprotocol(offered, self.subprotocols, prefer=self.subprotocol_preference)
         if chosen is None and self.require_subprotocol:
             return Reject.because(
-                Reason.SUBPROTOCOL_REQUIRED,
-                "no supported subprotocol offered",
-                expected_accept=expected_accept,
-                origin=origin_value,
+                Reason.SUBPROTOCOL_REQUIRED, "no supported subprotocol offered", origin=origin_value
             )
-        return tuple.__new__(Accept, (chosen, expected_accept, origin_value))
+        return Accept(chosen, origin_value)

@@ -1,32 +1,73 @@
 """The handshake as the policy sees it: a frozen value built from an ASGI websocket scope.
 
-``HandshakeRequest.from_scope`` reads ``scope["headers"]``. It keeps every repeated header
-line (a second Origin or Key must stay visible), splits comma-joined lists (daphne joins
-repeated lines into one), decodes bytes as latin-1 and never raises on header content.
-Judging the values is left to the policy.
+``HandshakeRequest.from_scope`` is the one reader of ``scope["headers"]``. It keeps every
+repeated header line (a second Origin or Key must stay visible), splits comma-joined lists
+(daphne joins repeated lines into one), decodes bytes as latin-1 and never raises on header
+content. Judging the values is left to the policy.
 
-``plain_fields`` is the other reader, for the middleware's plain lane: it only recognises
-ordinary header lists (every name lowercase, each of the five handshake fields at most once)
-and hands back their raw values; anything else is left to ``from_scope``.
+Why it is fast (the one place this is explained): a handshake's Origin, Host, version and
+subprotocol lines are the same for every handshake from the same page, so what they decode
+to is remembered in ``RawValues``, keyed on the raw values exactly as read: ``bytes`` (any
+other type a server passes is normalised first, so two values of different types never
+share an entry), ``None`` for an absent line, a tuple for repeated lines. The cache is
+bounded in entries and in bytes, and long values are never kept. An entry also has room for
+the policy's verdicts on it (``memo``): a cache in front of a pure function, keyed on
+exactly what that function reads. Only the key, the path and the client differ per
+handshake and are read fresh.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["HandshakeRequest", "client_address", "plain_fields"]
+__all__ = ["HandshakeRequest", "RawValues", "client_address", "route_path"]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
+_OTHER = -1
+#: Header names -> the field they are, or _OTHER. The common lowercase names of a browser's
+#: handshake are listed as _OTHER so that only unknown names need the lowercase check.
 _FIELDS = {
     b"origin": _ORIGIN,
     b"host": _HOST,
     b"sec-websocket-version": _VERSION,
     b"sec-websocket-key": _KEY,
     b"sec-websocket-protocol": _PROTOCOL,
+    **dict.fromkeys(
+        [
+            b"accept",
+            b"accept-encoding",
+            b"accept-language",
+            b"authorization",
+            b"cache-control",
+            b"connection",
+            b"cookie",
+            b"forwarded",
+            b"pragma",
+            b"sec-fetch-dest",
+            b"sec-fetch-mode",
+            b"sec-fetch-site",
+            b"sec-websocket-extensions",
+            b"upgrade",
+            b"user-agent",
+            b"x-forwarded-for",
+            b"x-forwarded-host",
+            b"x-forwarded-proto",
+            b"x-real-ip",
+        ],
+        _OTHER,
+    ),
 }
 # RFC 9110 5.5: leading and trailing whitespace is not part of a field value.
 _OWS = " \t"
+#: What a header value that is neither bytes nor str reads as: present, and malformed for
+#: every field (no parser accepts a NUL), so a broken server fails closed.
+_UNREADABLE = b"\x00"
+#: The cache's bounds: entries, and bytes of raw values (each entry's values at most _LONG).
+_ENTRIES = 1024
+_LONG = 1024
+_BYTES = 256 * 1024
 
 
 def client_address(client: Any) -> tuple[str, int] | None:
@@ -34,13 +75,10 @@ def client_address(client: Any) -> tuple[str, int] | None:
 
     Servers differ: uvicorn gives a tuple, daphne a list, granian the port as a string.
     """
-    if (
-        type(client) is tuple
-        and len(client) == 2
-        and type(client[0]) is str
-        and type(client[1]) is int
-    ):
-        return client
+    if type(client) is tuple and len(client) == 2:
+        host, port = client
+        if type(host) is str and type(port) is int:
+            return client
     if client is None:
         return None
     try:
@@ -48,6 +86,26 @@ def client_address(client: Any) -> tuple[str, int] | None:
         return (str(host_part), int(port_part))
     except (TypeError, ValueError):
         return None
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path a router dispatches on: ``path`` without the ``root_path`` it starts with.
+
+    uvicorn (every backend) sets ``path = root_path + path``, and Starlette's ``Mount`` hands
+    its child a longer ``root_path``; Starlette routes on what follows (its
+    ``get_route_path``), so route policies must match the same text, or a request under a
+    ``root_path`` would be judged by the wrong route's policy. The same rule as Starlette:
+    the prefix is removed only on a segment boundary.
+    """
+    path = scope.get("path", "/")
+    if type(path) is not str:
+        path = str(path)
+    root = scope.get("root_path")
+    if not root or type(root) is not str or not path.startswith(root):
+        return path
+    if len(path) == len(root):
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def _items(lines: list[str]) -> tuple[str, ...]:
@@ -61,15 +119,180 @@ def _items(lines: list[str]) -> tuple[str, ...]:
     return tuple([item.strip(_OWS) for line in lines for item in line.split(",")])
 
 
+def _decoded(raw: object) -> list[str]:
+    """A field's lines as text: ``None`` (absent), one ``bytes`` value, or a tuple of them."""
+    if raw is None:
+        return []
+    if type(raw) is bytes:
+        return [raw.decode("latin-1").strip(_OWS)]
+    return [value.decode("latin-1").strip(_OWS) for value in raw]  # type: ignore[attr-defined]
+
+
+class RawValues(NamedTuple):
+    """What a handshake's Origin, Host, version and subprotocol lines decode to."""
+
+    hosts: tuple[str, ...]
+    origins: tuple[str, ...]
+    versions: tuple[str, ...]
+    subprotocols: tuple[str, ...]
+    #: Verdicts of pure functions of these values (see the module docstring); None when the
+    #: entry is not cached, so nothing is remembered about it either.
+    memo: dict[object, Any] | None = None
+
+    @classmethod
+    def decode(
+        cls, origin: object, host: object, version: object, protocol: object, listed: object
+    ) -> RawValues:
+        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line."""
+        if listed is not None:
+            # uvicorn's wsproto backend removes the header and leaves only the scope's list.
+            offered = tuple([item for item in listed if type(item) is str and item])  # type: ignore[attr-defined]
+        else:
+            # RFC 9110 5.6.1.2: empty list items are ignored.
+            offered = tuple([item for item in _items(_decoded(protocol)) if item])
+        return cls(
+            tuple(_decoded(host)), _items(_decoded(origin)), _items(_decoded(version)), offered
+        )
+
+
+class _Cache:
+    """Decoded raw values, bounded in entries and bytes; forgotten together when full."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[object, ...], RawValues] = {}
+        self.size = 0
+
+    def add(self, key: tuple[object, ...]) -> RawValues:
+        """Decode the raw values of ``key`` (not found in ``entries``) and keep them if short."""
+        entry = RawValues.decode(*key)
+        weight = sum(map(_weight, key))
+        if weight > _LONG:  # long values are decoded for this handshake only, never kept
+            return entry
+        try:
+            hash(key)
+        except TypeError:  # an unhashable scope list: decoded, never kept
+            return entry
+        entry = entry._replace(memo={})
+        if len(self.entries) >= _ENTRIES or self.size + weight > _BYTES:
+            self.entries.clear()
+            self.size = 0
+        self.entries[key] = entry
+        self.size += weight
+        return entry
+
+
+def _weight(raw: object) -> int:
+    if raw is None:
+        return 0
+    if type(raw) is bytes:
+        return len(raw)
+    items: tuple[object, ...] = raw  # type: ignore[assignment]
+    return sum(len(i) + 8 if type(i) is bytes or type(i) is str else 64 for i in items)
+
+
+_CACHE = _Cache()
+_ENTRY = _CACHE.entries.get
+
+
+#: Where the five fields are in a header list: for each, None (absent), the index of its
+#: one line, or a tuple of the indexes of its repeated lines.
+Layout = tuple[Any, Any, Any, Any, Any]
+_NAME = operator.itemgetter(0)
+_LAYOUTS: dict[bytes, Layout] = {}
+
+
+def _layout(names: list[Any]) -> Layout:
+    """Where the fields are among ``names``. Pure, and it never raises."""
+    found: list[list[int]] = [[], [], [], [], []]
+    for position, name in enumerate(names):
+        if type(name) is not bytes:
+            continue  # (not a header name: nothing a policy could read)
+        index = _FIELDS.get(name)
+        if index is None:
+            # ASGI names are lowercase; a server that forgot is still read, never skipped.
+            if name.islower():
+                continue
+            index = _FIELDS.get(name.lower())
+            if index is None:
+                continue
+        if index >= 0:
+            found[index].append(position)
+    o, h, v, k, p = (
+        None if not where else where[0] if len(where) == 1 else tuple(where) for where in found
+    )
+    return (o, h, v, k, p)
+
+
+def _layout_of(headers: list[Any] | tuple[Any, ...]) -> Layout:
+    """``_layout`` of the header names, remembered per distinct list of names.
+
+    The names are joined into one ``bytes`` at C speed and looked up: a client sends the same
+    names in the same order on every handshake, so a layout is computed once per kind of
+    client. A list whose names hold the separator (or are not bytes) is never remembered.
+    """
+    try:
+        joined = b"\n".join(map(_NAME, headers))
+    except (TypeError, IndexError, KeyError):  # not pairs, or names that are not bytes
+        return _layout([_name(item) for item in headers])
+    found = _LAYOUTS.get(joined)
+    if found is not None:
+        return found
+    layout = _layout(list(map(_NAME, headers)))
+    # Unambiguous (no name holds the separator) and bounded in entries and bytes.
+    if joined.count(b"\n") == max(len(headers) - 1, 0) and len(joined) <= _LONG * 8:
+        if len(_LAYOUTS) >= _ENTRIES // 8:
+            _LAYOUTS.clear()
+        _LAYOUTS[joined] = layout
+    return layout
+
+
+def _name(item: object) -> object:
+    try:
+        return item[0]  # type: ignore[index]
+    except Exception:
+        return None
+
+
+def _values(headers: list[Any] | tuple[Any, ...], where: Any) -> Any:
+    """A field's value: None when absent, else the tuple of its repeated lines' values."""
+    if where is None:
+        return None
+    return tuple([_as_bytes(_value(headers[index])) for index in where])
+
+
+def _value(item: object) -> object:
+    try:
+        return item[1]  # type: ignore[index]
+    except Exception:
+        return _UNREADABLE
+
+
+def _normalised(value: object) -> object:
+    if value is None or type(value) is bytes or type(value) is tuple:
+        return value
+    return _as_bytes(value)
+
+
+def _as_bytes(value: object) -> bytes:
+    """A header value of another type as the bytes it stands for (a broken server's)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            return _UNREADABLE
+    return _UNREADABLE
+
+
 class HandshakeRequest(NamedTuple):
     """The parts of an opening handshake that the policy judges.
 
     Repeated headers keep every value, in order: ``origins``, ``versions`` and ``keys`` hold one
     item per header line and per comma-separated element of a line, so a daphne-joined
     ``"a, b"`` and two separate lines give the same request.
-
-    A ``NamedTuple`` rather than a frozen dataclass: just as immutable, and built several
-    times faster, which matters on a path every handshake takes.
     """
 
     path: str = "/"
@@ -87,6 +310,9 @@ class HandshakeRequest(NamedTuple):
     client: tuple[str, int] | None = None
     #: Whether the server offers the ``websocket.http.response`` extension.
     denial_response: bool = False
+    #: The decoded Origin, Host, version and offer; ``from_scope`` shares one per distinct
+    #: set of raw values (see the module docstring). None: build it from the fields above.
+    raw: RawValues | None = None
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> HandshakeRequest:
@@ -95,82 +321,67 @@ class HandshakeRequest(NamedTuple):
         Tolerates every byte sequence in header names and values and reads the optional scope
         keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
         """
-        origin_lines: list[str] = []
-        host_lines: list[str] = []
-        version_lines: list[str] = []
-        key_lines: list[str] = []
-        protocol_lines: list[str] = []
-        found = (origin_lines, host_lines, version_lines, key_lines, protocol_lines)
-        fields = _FIELDS
-        for name, value in scope.get("headers") or ():
-            index = fields.get(name)
-            if index is None:
-                # ASGI names are lowercase; a server that forgot is still read, never skipped.
-                if type(name) is not bytes or name.islower():
-                    continue
-                index = fields.get(name.lower())
-                if index is None:
-                    continue
-            if type(value) is bytes:
-                found[index].append(value.decode("latin-1").strip(_OWS))
-
-        if protocol_lines:
-            offered = tuple([item for item in _items(protocol_lines) if item])
+        headers = scope.get("headers") or ()
+        if type(headers) is not list and type(headers) is not tuple:
+            headers = list(headers)
+        o, h, v, k, p = _layout_of(headers)
+        # Each field on one line, its value bytes: the usual case, inline.
+        origin = headers[o][1] if type(o) is int else _values(headers, o)
+        host = headers[h][1] if type(h) is int else _values(headers, h)
+        version = headers[v][1] if type(v) is int else _values(headers, v)
+        key = headers[k][1] if type(k) is int else _values(headers, k)
+        protocol = headers[p][1] if type(p) is int else _values(headers, p)
+        if not (
+            type(origin) is bytes
+            and type(host) is bytes
+            and type(version) is bytes
+            and type(key) is bytes
+            and (type(protocol) is bytes or protocol is None)
+        ):
+            # Absent or repeated fields, or a broken server's values: normalise to bytes (or
+            # tuples of bytes), so values of different types never share a cache entry.
+            origin, host, version, key, protocol = map(
+                _normalised, (origin, host, version, key, protocol)
+            )
+        listed = None
+        if protocol is None:
+            scope_list = scope.get("subprotocols")
+            if scope_list and (type(scope_list) is list or type(scope_list) is tuple):
+                listed = tuple(scope_list)
+        raw_key = (origin, host, version, protocol, listed)
+        try:
+            raw = _ENTRY(raw_key)
+        except TypeError:  # an unhashable scope list
+            raw = None
+        if raw is None:
+            raw = _CACHE.add(raw_key)
+        if type(key) is bytes and b"," not in key:  # one line, one value: the usual case
+            keys: tuple[str, ...] = (key.decode("latin-1").strip(_OWS),)
         else:
-            # uvicorn's wsproto backend removes the header and leaves only this list.
-            fallback = scope.get("subprotocols") or ()
-            offered = tuple([item for item in fallback if type(item) is str and item])
-
-        client = client_address(scope.get("client"))
+            keys = _items(_decoded(key))
+        client = scope.get("client")
+        if not (
+            type(client) is tuple
+            and len(client) == 2
+            and type(client[0]) is str
+            and type(client[1]) is int
+        ):
+            client = client_address(client)
         extensions = scope.get("extensions")
         path = scope.get("path", "/")
         http_version = scope.get("http_version", "1.1")
         scheme = scope.get("scheme", "ws")
-        return tuple.__new__(
-            cls,
-            (
-                path if type(path) is str else str(path),
-                tuple(host_lines),
-                _items(origin_lines),
-                _items(version_lines),
-                _items(key_lines),
-                offered,
-                http_version if type(http_version) is str else str(http_version),
-                scheme if type(scheme) is str else str(scheme),
-                client,
-                (type(extensions) is dict or isinstance(extensions, Mapping))
-                and "websocket.http.response" in extensions,
-            ),
+        return cls(
+            path if type(path) is str else str(path),
+            raw.hosts,
+            raw.origins,
+            raw.versions,
+            keys,
+            raw.subprotocols,
+            http_version if type(http_version) is str else str(http_version),
+            scheme if type(scheme) is str else str(scheme),
+            client,
+            (type(extensions) is dict or isinstance(extensions, Mapping))
+            and "websocket.http.response" in extensions,
+            raw,
         )
-
-
-PlainFields = list[Any]
-
-
-def plain_fields(headers: object) -> PlainFields | None:
-    """The raw Origin, Host, version, key and protocol values of an ordinary header list.
-
-    The plain lane's reader: ``[origin, host, version, key, protocol]`` (None when absent), or
-    None when one of the five is repeated, a name is not lowercase (ASGI says servers
-    lowercase them; ``from_scope`` still reads one that is not), or ``headers`` is not a list
-    or tuple of pairs; the caller then reads the scope with ``HandshakeRequest.from_scope``.
-    Values are as the server gave them (bytes, or whatever a broken server passed): the
-    caller checks them.
-    """
-    if type(headers) is not list and type(headers) is not tuple:
-        return None
-    found: list[Any] = [None, None, None, None, None]
-    get = _FIELDS.get
-    try:
-        for name, value in headers:
-            index = get(name)
-            if index is None:
-                if not name.islower():  # bytes.islower(): no uppercase ASCII letter
-                    return None
-            elif found[index] is None:
-                found[index] = value
-            else:
-                return None  # a repeated line
-    except (TypeError, ValueError, AttributeError):  # not pairs, or names not bytes or str
-        return None
-    return found

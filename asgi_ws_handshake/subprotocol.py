@@ -6,11 +6,10 @@ route supports, and whether one is required, is configured in the policy.
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-__all__ = ["find_malformed", "is_token", "redactor", "select_subprotocol"]
+__all__ = ["find_malformed", "is_token", "select_subprotocol"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -60,11 +59,3 @@ def select_subprotocol(
             if name in supported:
                 return name
     return None
-
-
-def redactor(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """Compile glob patterns (case-insensitive) that mark secret-carrying subprotocols."""
-    parts = [fnmatch.translate(pattern.lower()) for pattern in patterns]
-    if not parts:
-        return None
-    return re.compile("|".join(f"(?:{part})" for part in parts), re.IGNORECASE)

@@ -38,7 +38,6 @@ from benchmarks.common import (
     table,
     verdict,
 )
-from benchmarks.sketch import Sketch
 
 ALLOWED = ["https://app.example.com", "https://*.example.com"]
 CHANNELS_ALLOWED = ["https://app.example.com", "https://.example.com"]  # Channels' spelling
@@ -245,17 +244,8 @@ def timed(
     return measure
 
 
-def sketched(app: ASGIApp = minimal_app) -> Sketch:
-    """The lower-bound sketch with the same policy (see ``benchmarks.sketch``)."""
-    return Sketch(app, full_policy())
-
-
 def check_outcomes() -> None:
     """Make sure each variant does what the benchmark claims (accepts, refuses)."""
-    sketch = sketched()
-    drive(sketch, websocket_scope(new_key()))  # type: ignore[arg-type]
-    if [(e.outcome, e.subprotocol) for e in sketch.ring] != [("accepted", "graphql-transport-ws")]:
-        raise RuntimeError(f"the sketch did not accept: {list(sketch.ring)!r}")
     sink = MemorySink()
     mw = HandshakeMiddleware(minimal_app, policy=full_policy(), audit=sink, store=MemoryStore())
     drive(mw, websocket_scope(new_key()))
@@ -288,8 +278,6 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         "http_class": timed(lambda: Passthrough(minimal_app), https),
         "bare_cold": timed(lambda: minimal_app, cold_scopes, cold=True),
         "ours_cold": timed(guarded, cold_scopes, cold=True),
-        "sketch": timed(sketched, scopes),  # type: ignore[arg-type]
-        "sketch_cold": timed(sketched, cold_scopes, cold=True),  # type: ignore[arg-type]
     }
     if channels is not None:
         validator = channels
@@ -306,8 +294,6 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         "spread": {name: spread(values) for name, values in raw.items()},
         "ours_added_us": ours_added,
         "ours_cold_added_us": paired(raw["ours_cold"], raw["bare_cold"]),
-        "sketch_added_us": paired(raw["sketch"], raw["bare"]),
-        "sketch_cold_added_us": paired(raw["sketch_cold"], raw["bare_cold"]),
         "cold_count": len(cold_scopes) - 1,
         "refused_us": med["ours_refused"],
         "http_added_us": paired(raw["http_ours"], raw["http_bare"]),
@@ -324,7 +310,6 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         channels_added = paired(raw["channels"], raw["bare"])
         result["channels_added_us"] = channels_added
         result["ratio_to_channels"] = ours_added / channels_added
-        result["sketch_ratio_to_channels"] = result["sketch_added_us"] / channels_added
         result["channels_cold_added_us"] = paired(raw["channels_cold"], raw["bare_cold"])
         result["ratio_to_channels_cold"] = (
             result["ours_cold_added_us"] / result["channels_cold_added_us"]
@@ -361,27 +346,11 @@ def render(result: dict[str, Any]) -> str:
                 f"{ratio:.2f} {verdict(ratio <= 0.5)}",
             ]
         )
-        rows.append(
-            [
-                "lower bound: the mandatory steps inlined (benchmarks/sketch.py)",
-                f"{med['sketch']:.2f}",
-                f"{result['sketch_added_us']:.2f}",
-                f"{result['sketch_ratio_to_channels']:.2f}",
-            ]
-        )
     rows.append(
         [
             "cold caches: asgi-ws-handshake, accepted",
             f"{med['ours_cold']:.2f}",
             f"{result['ours_cold_added_us']:.2f}",
-            "",
-        ]
-    )
-    rows.append(
-        [
-            "cold caches: lower bound sketch",
-            f"{med['sketch_cold']:.2f}",
-            f"{result['sketch_cold_added_us']:.2f}",
             "",
         ]
     )

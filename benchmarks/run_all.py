@@ -90,13 +90,6 @@ def summary(results: dict[str, Any]) -> str:
         rows.append(["ours / Channels", f"{ratio:.2f}", f"<= 0.5: {verdict(ratio <= 0.5)}"])
         rows.append(
             [
-                "lower bound: the mandatory steps inlined, no safety (benchmarks/sketch.py)",
-                f"{ip['sketch_added_us']:.1f} µs = {ip['sketch_ratio_to_channels']:.2f}x Channels",
-                "",
-            ]
-        )
-        rows.append(
-            [
                 "the same with cold caches (as between a server's handshakes): ours, Channels",
                 f"{ip['ours_cold_added_us']:.1f} µs, {ip['channels_cold_added_us']:.1f} µs "
                 f"= {ip['ratio_to_channels_cold']:.2f}x",

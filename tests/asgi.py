@@ -8,12 +8,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink
+from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, HandshakeRequest, MemorySink
 from asgi_ws_handshake.middleware import Message, Receive, Scope, Send
 from tests.support import GOOD_KEY
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 DENIAL: dict[str, Any] = {"websocket.http.response": {}}
+
+
+def make_request(**overrides: Any) -> HandshakeRequest:
+    """A valid, same-origin handshake request as the policy sees it; override any field."""
+    fields: dict[str, Any] = {
+        "path": "/ws",
+        "hosts": ("app.example.com",),
+        "origins": ("https://app.example.com",),
+        "versions": ("13",),
+        "keys": (GOOD_KEY,),
+        "subprotocols": (),
+    }
+    fields.update(overrides)
+    return HandshakeRequest(**fields)
 
 
 def ws_scope(

@@ -76,6 +76,7 @@ def diagnostics() -> dict[str, Any]:
         "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
         "rss": _rss(),
         "store": len(store),
+        "store_bound": store.max_keys,
     }
 
 

@@ -218,25 +218,27 @@ async def test_memory_sink_is_a_bounded_ring() -> None:
     assert sink.events == []
 
 
-async def test_memory_store_bound_holds_under_a_burst() -> None:
+def test_memory_store_bound_holds_under_a_burst() -> None:
     store = MemoryStore(max_keys=1000)
     keys = [new_key() for _ in range(20_000)]
     for key in keys:
-        assert await store.remember_key(key, 600) is False
-    assert len(store) == 1000
-    assert await store.remember_key(keys[-1], 600) is True  # the newest are kept
-    assert await store.remember_key(keys[0], 600) is False  # the oldest were forgotten
+        assert store.remember_key(key, 600) is False
+    assert 500 <= len(store) <= 1000  # two generations of at most 500 each
+    assert all(store.remember_key(key, 600) is True for key in keys[-500:])  # the newest half
+    assert store.remember_key(keys[0], 600) is False  # the oldest were forgotten
 
 
-async def test_memory_store_forgets_after_ttl() -> None:
+def test_memory_store_forgets_after_ttl() -> None:
     now = [0.0]
     store = MemoryStore(clock=lambda: now[0])
-    assert await store.remember_key("a", 10) is False
-    assert await store.remember_key("a", 10) is True
+    assert store.remember_key("a", 10) is False
+    assert store.remember_key("a", 10) is True
     now[0] = 10.5
-    assert await store.remember_key("b", 10) is False  # expires "a" from the old end
-    assert len(store) == 1
-    assert await store.remember_key("a", 10) is False
+    assert store.remember_key("b", 10) is False
+    assert store.remember_key("a", 10) is False  # expired: remembered afresh
+    now[0] = 31.0  # everything older than 20.5 s is gone
+    assert store.remember_key("c", 10) is False
+    assert len(store) <= 2
     with pytest.raises(ValueError, match="max_keys"):
         MemoryStore(max_keys=0)
 
@@ -250,22 +252,20 @@ async def test_sinks_can_be_replaced_after_construction() -> None:
     assert len(second.events) == 1
 
 
-def test_memory_store_sweeps_only_when_the_oldest_key_is_due() -> None:
+def test_memory_store_keeps_each_key_for_its_own_ttl() -> None:
     now = [0.0]
     store = MemoryStore(clock=lambda: now[0])
-    assert store.remember("long", 100) is False
-    assert store.remember("short", 1) is False  # behind a longer-lived key (two routes' TTLs)
+    assert store.remember_key("long", 100) is False
+    assert store.remember_key("short", 1) is False  # beside a longer-lived key (two routes)
     now[0] = 5.0
-    # The sweep stops at "long", so "short" is still held, yet it is not reported as reused.
-    assert len(store) == 2
-    assert store.remember("short", 1) is False
-    assert store.remember("short", 1) is True
-    now[0] = 101.0  # "long" is due: the next call sweeps it (and the expired "short")
-    assert store.remember("c", 1) is False
-    assert len(store) == 1
-    now[0] = 200.0
-    assert store.remember("c", 1) is False  # empty after the sweep, then "c" again
-    assert len(store) == 1
+    assert store.remember_key("short", 1) is False  # expired, although its generation lives
+    assert store.remember_key("short", 1) is True
+    assert store.remember_key("long", 100) is True
+    now[0] = 250.0  # the old generation has expired: dropped whole, O(1)
+    assert store.remember_key("new", 1) is False
+    assert len(store) == 2  # "new", and "short" (expired) in what is now the old generation
+    assert store.remember_key("short", 1) is False
+    assert store.remember_key("long", 100) is False
 
 
 async def test_jsonl_sink_writes_one_line_per_event(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ BENCHMARKS = {
         "refused_us",
         "http_added_us",
         "ours_cold_added_us",
-        "sketch_added_us",
     ],
     "handshakes": END_TO_END,
     "messages": END_TO_END,
@@ -96,8 +95,8 @@ def test_inprocess_compares_with_channels(
 ) -> None:
     _, data = results["inprocess"]
     assert {"bare", "ours", "channels", "ours_refused", "http_ours"} <= set(data["us_per_call"])
-    assert {"sketch", "ours_cold", "channels_cold"} <= set(data["us_per_call"])
-    assert {"ratio_to_channels", "ratio_to_channels_cold", "sketch_ratio_to_channels"} <= set(data)
+    assert {"ours_cold", "channels_cold"} <= set(data["us_per_call"])
+    assert {"ratio_to_channels", "ratio_to_channels_cold"} <= set(data)
 
 
 @pytest.mark.parametrize("name", ["handshakes", "messages"])

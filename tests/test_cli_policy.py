@@ -1,4 +1,4 @@
-"""Policy files: from_mapping / from_toml, the promised errors, check-policy."""
+"""Policy files: load_policy_file / parse_policy_file, the promised errors, check-policy."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def write(tmp_path: Path, text: str, name: str = "policy.toml") -> Path:
 
 def test_every_option_round_trips_from_toml(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
-    policy = HandshakePolicy.from_toml(path)
+    policy = load_policy_file(path).policy
     assert policy.allow_origins == ("https://app.example.com", "https://*.example.com")
     assert policy.allow_origin_regex == "https://pr-[0-9]+\\.preview\\.example"
     assert policy.allow_missing_origin is False
@@ -107,9 +107,9 @@ def test_every_option_round_trips_from_toml(tmp_path: Path) -> None:
 
 
 def test_from_mapping_takes_options_only() -> None:
-    policy = HandshakePolicy.from_mapping({"allow_origins": ["https://a.example"]})
+    policy = parse_policy_file({"allow_origins": ["https://a.example"]}).policy
     assert policy == HandshakePolicy(allow_origins=["https://a.example"])
-    assert HandshakePolicy.from_mapping({}) == HandshakePolicy()
+    assert parse_policy_file({}).policy == HandshakePolicy()
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_bad_policy_files_name_the_file_the_key_and_the_problem(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(PolicyFileError) as caught:
-        HandshakePolicy.from_toml(path)
+        load_policy_file(path)
     error = caught.value
     assert isinstance(error, ValueError)
     assert (error.source, error.key) == (str(path), key)

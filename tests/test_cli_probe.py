@@ -1,4 +1,5 @@
-"""The probe against real uvicorn servers (protected and not) and against broken peers."""
+"""The probe against real uvicorn servers (protected and not) and against broken peers; the
+lookalike origins it derives; its exit statuses, --fail-on and JSON document."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import pytest
 
 from asgi_ws_handshake.cli import main
 from asgi_ws_handshake.cli.probe import ProbeError, ProbeOptions, parse_target, run_probe
+from asgi_ws_handshake.cli.probe_origins import lookalikes, parse_origin
 from tests.app import ALLOWED_ORIGIN
 from tests.support import ROOT, Server, running, uvicorn_argv
-
-MUST_REFUSE = {"foreign_origin", "key_short", "key_not_base64", "two_keys", "version_8"}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,12 +59,26 @@ def test_protected_server_passes_every_case(protected: Server) -> None:
     report = json.loads(done.stdout)
     verdicts = {case["name"]: (case["verdict"], case["why"]) for case in report["cases"]}
     assert all(v == "pass" for v, _ in verdicts.values()), verdicts
-    assert report["ok"] is True
-    assert len(verdicts) == 15
+    # schema 2: "result" and "exit_status" replace version 1's "ok".
+    assert (report["schema"], report["result"], report["exit_status"]) == (
+        "asgi-ws-handshake/probe/2",
+        "pass",
+        0,
+    )
+    assert report["error"] is None
+    assert report["advertised_versions"] == ["13"]
+    # allowed.test has two labels: no sibling under a parent domain to tell a wildcard by.
+    assert [skip["name"] for skip in report["skipped"]] == ["origin_sibling"]
+    assert len(verdicts) == 23
+    assert report["summary"] == {"pass": 23, "warn": 0, "fail": 0, "error": 0, "skipped": 1}
     cases = {case["name"]: case for case in report["cases"]}
-    assert cases["foreign_origin"]["status"] == 403
-    assert cases["foreign_origin"]["body"].strip() == "origin_not_allowed"
+    for name in ("foreign_origin", "origin_prefix", "origin_suffix", "origin_userinfo"):
+        assert cases[name]["status"] == 403
+        assert cases[name]["body"].strip() in ("origin_not_allowed", "origin_malformed")
+    assert cases["origin_suffix"]["sent_summary"] == "Origin: http://evilallowed.test"
     assert cases["version_8"]["headers"]["sec-websocket-version"] == ["13"]
+    # uvicorn's wsproto refuses version 99 itself, before the middleware: an empty 426.
+    assert cases["version_99"]["why"] == "refused with 426, advertising 13"
     assert cases["valid"]["status"] == 101
     assert cases["valid"]["headers"]["sec-websocket-protocol"] == ["chat.v1"]
     assert "Origin: http://allowed.test" in cases["valid"]["sent"]
@@ -75,11 +89,13 @@ def test_unprotected_server_fails_and_exits_non_zero(unprotected: Server) -> Non
     assert done.returncode == 1, done.stdout + done.stderr
     table = done.stdout
     assert "FAILED" in table.splitlines()[-1]
-    rows = {line.split()[0]: line for line in table.splitlines()[3:-2] if line.strip()}
+    rows = {line.split()[0]: line for line in table.splitlines()[3:] if "  " in line}
     for name in ("foreign_origin", "key_short", "key_not_base64", "two_keys"):
         assert " FAIL " in rows[name], rows[name]
     assert " PASS " in rows["valid"]
-    assert " WARN " in rows["null_origin"]
+    # Origin: null is as open as any origin (a sandboxed iframe sends it): a failure now.
+    assert " FAIL " in rows["null_origin"]
+    assert "as it accepts any origin (see foreign_origin)" in rows["origin_prefix"]
 
 
 def test_same_origin_default_and_reused_key_warning(protected: Server) -> None:
@@ -88,10 +104,42 @@ def test_same_origin_default_and_reused_key_warning(protected: Server) -> None:
     verdicts = {case.name: case.verdict for case in report.cases}
     assert verdicts["reused_key"] == "warn"
     assert report.ok
-    # Without --origin the probe sends the target's own origin, which "/flag" refuses.
+    # Without --origin the probe sends the target's own origin, which "/flag" refuses: then
+    # nothing else can be judged, and nothing else is sent.
     report = run_probe(protected.url("/flag"))
-    assert report.cases[0].verdict == "fail"
-    assert "valid handshake was refused with 403" in report.cases[0].why
+    assert [case.name for case in report.cases] == ["valid"]
+    assert report.cases[0].verdict == "error"
+    assert report.error is not None
+    assert report.error.kind == "refused"
+    assert "answered the valid handshake with 403 (origin_not_allowed)" in (report.error.message)
+    assert report.exit_status() == report.exit_status("warn") == 2
+    assert not report.ok
+
+
+def test_refused_valid_handshake_is_exit_2_with_the_reason(
+    protected: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["probe", protected.url("/flag")]) == 2
+    out, err = capsys.readouterr()
+    assert "pass the --origin, --subprotocol or --header" in err
+    assert out.rstrip().endswith("1 case: 0 pass, 0 warn, 0 fail: CANNOT JUDGE (refused)")
+
+
+def test_fail_on_warn_gates_warnings(protected: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    # "https://*.allowed.test" is allowed: subdomains and siblings of www.allowed.test get in.
+    args = ["probe", protected.url("/ws"), "--origin", "https://www.allowed.test"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert table.rstrip().endswith("0 fail: OK")
+    assert main([*args, "--fail-on", "warn"]) == 1
+    table = capsys.readouterr().out
+    assert table.rstrip().endswith("3 warn, 0 fail: FAILED (--fail-on warn)")
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith("origin_")}
+    assert "as is any host under allowed.test (see origin_sibling)" in rows["origin_suffix"]
+    assert " WARN " in rows["origin_subdomain"]
+    assert main([*args, "--fail-on", "fail", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["fail_on"], document["result"], document["exit_status"]) == ("fail", "warn", 0)
 
 
 # ---- broken peers: one-shot raw servers ---------------------------------------------------
@@ -245,3 +293,136 @@ def test_probe_module_is_stdlib_only() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_json_error_document_when_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    assert main(["probe", f"ws://127.0.0.1:{port}/", "--json", "--fail-on", "warn"]) == 2
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert document["schema"] == "asgi-ws-handshake/probe/2"
+    assert (document["result"], document["exit_status"], document["fail_on"]) == (
+        "error",
+        2,
+        "warn",
+    )
+    assert document["error"]["kind"] == "unreachable"
+    assert f"cannot connect to 127.0.0.1:{port}" in document["error"]["message"]
+    assert document["cases"] == []
+    assert f"cannot connect to 127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize(
+    ("origin", "message"),
+    [
+        ("http://allowed.test/", "has a path, query or fragment"),
+        ("http://user@allowed.test", "has userinfo"),
+        ("allowed.test", "is not an origin"),
+        ("http://allowed.test:99999", "has a bad port"),
+    ],
+)
+def test_bad_origin_is_a_usage_error(
+    origin: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["probe", "ws://127.0.0.1:9/", "--origin", origin, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert f"bad --origin: {origin!r} {message}" in err
+    assert json.loads(out)["error"]["kind"] == "usage"
+
+
+def sent(origin: str) -> dict[str, str]:
+    found, _ = lookalikes(parse_origin(origin))
+    return {lookalike.name: lookalike.origin for lookalike in found}
+
+
+def skipped(origin: str) -> set[str]:
+    return {skip.name for skip in lookalikes(parse_origin(origin))[1]}
+
+
+def test_lookalikes_of_a_domain_under_a_parent() -> None:
+    assert sent("https://Chat.Example.com:443") == {
+        "origin_prefix": "https://chat.example.com.evil.example",
+        "origin_suffix": "https://evilchat.example.com",
+        "origin_sibling": "https://cswsh-probe.example.com",
+        "origin_subdomain": "https://cswsh-probe.chat.example.com",
+        "origin_other_port": "https://chat.example.com:8443",
+        "origin_other_scheme": "http://chat.example.com",
+        "origin_userinfo": "https://chat.example.com@evil.example",
+    }
+    assert skipped("https://chat.example.com") == set()
+
+
+@pytest.mark.parametrize(
+    ("origin", "expected", "gone"),
+    [
+        (
+            "http://127.0.0.1:8000",
+            {
+                "origin_prefix": "http://127.0.0.1.evil.example:8000",
+                "origin_other_port": "http://127.0.0.1:8001",
+                "origin_other_scheme": "https://127.0.0.1:8000",
+                "origin_userinfo": "http://127.0.0.1:8000@evil.example",
+            },
+            {"origin_suffix", "origin_sibling", "origin_subdomain"},
+        ),
+        (
+            "http://[::1]:65535",
+            {
+                "origin_other_port": "http://[::1]:65534",
+                "origin_other_scheme": "https://[::1]:65535",
+                "origin_userinfo": "http://[::1]:65535@evil.example",
+            },
+            {"origin_prefix", "origin_suffix", "origin_sibling", "origin_subdomain"},
+        ),
+        (
+            "http://localhost",
+            {
+                "origin_prefix": "http://localhost.evil.example",
+                "origin_suffix": "http://evillocalhost",
+                "origin_subdomain": "http://cswsh-probe.localhost",
+                "origin_other_port": "http://localhost:8080",
+                "origin_other_scheme": "https://localhost",
+                "origin_userinfo": "http://localhost@evil.example",
+            },
+            {"origin_sibling"},
+        ),
+        (
+            "chrome-extension://abcdef",
+            {
+                "origin_prefix": "chrome-extension://abcdef.evil.example",
+                "origin_suffix": "chrome-extension://evilabcdef",
+                "origin_subdomain": "chrome-extension://cswsh-probe.abcdef",
+                "origin_other_port": "chrome-extension://abcdef:8080",
+                "origin_userinfo": "chrome-extension://abcdef@evil.example",
+            },
+            {"origin_sibling", "origin_other_scheme"},
+        ),
+    ],
+)
+def test_only_meaningful_lookalikes_are_sent(
+    origin: str, expected: dict[str, str], gone: set[str]
+) -> None:
+    assert sent(origin) == expected
+    assert skipped(origin) == gone
+
+
+def test_a_null_valid_origin_has_no_lookalikes() -> None:
+    assert sent("null") == {}
+    _, skips = lookalikes(parse_origin("null"))
+    assert all(
+        skip.why == "the valid origin is null: there is no host to imitate" for skip in skips
+    )
+    assert len(skips) == 7
+
+
+def test_authorization_is_redacted_too(protected: Server) -> None:
+    options = ProbeOptions(
+        origin=ALLOWED_ORIGIN, headers=(("Authorization", "Bearer t0ken"), ("X-Trace", "1"))
+    )
+    report = run_probe(protected.url("/ws"), options)
+    document = json.dumps(report.to_dict())
+    assert "t0ken" not in document
+    assert "Authorization: <redacted>" in report.cases[5].sent
+    assert "X-Trace: 1" in report.cases[5].sent

@@ -18,8 +18,10 @@ from asgi_ws_handshake import (
     AuditEvent,
     Auditor,
     HandshakeDenied,
+    HandshakeInfo,
     HandshakeMiddleware,
     HandshakePolicy,
+    HandshakeRequest,
     JSONFormatter,
     JSONLinesSink,
     LoggingSink,
@@ -29,39 +31,36 @@ from asgi_ws_handshake import (
     ThreadedSink,
     get_handshake,
 )
-from asgi_ws_handshake.audit import redact
+from asgi_ws_handshake.audit import Redactor
 from asgi_ws_handshake.origin import OriginMatcher, parse_host_pattern, parse_origin
-from asgi_ws_handshake.subprotocol import redactor
-from tests.support import GOOD_ACCEPT, GOOD_KEY
+from tests.support import GOOD_KEY
 
 Message = dict[str, Any]
 ORIGIN = "http://app.test"
 
 
 def event(**overrides: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "id": "abc-1",
-        "time": 0.0,
-        "duration": 0.001,
-        "client": "127.0.0.1:1",
+    """An accepted handshake's event; keywords override the request's or the event's fields."""
+    request_fields: dict[str, Any] = {
         "path": "/ws",
-        "route": "default",
-        "host": "app.test",
-        "origin": ORIGIN,
+        "hosts": ("app.test",),
+        "origins": (ORIGIN,),
+        "keys": (GOOD_KEY,),
         "subprotocols": ("chat",),
-        "subprotocol": "chat",
-        "version": "13",
-        "key": GOOD_KEY,
-        "key_valid": True,
-        "expected_accept": GOOD_ACCEPT,
-        "key_reused": False,
+        "client": ("127.0.0.1", 1),
+    }
+    request_fields.update({k: overrides.pop(k) for k in list(overrides) if k in request_fields})
+    info = HandshakeInfo(HandshakeRequest(**request_fields))
+    info.key_reused = overrides.pop("key_reused", False)
+    fields: dict[str, Any] = {
+        "handshake": info,
         "outcome": Outcome.ACCEPTED,
-        "reason": None,
         "status": 101,
-        "denial": None,
+        "selected": "chat",
+        "duration": 0.001,
     }
     fields.update(overrides)
-    return AuditEvent(**fields)
+    return AuditEvent.build(**fields)
 
 
 # -- audit sinks ---------------------------------------------------------------------------------
@@ -78,8 +77,8 @@ def test_to_dict_is_json_safe_with_iso_time() -> None:
 def test_memory_sink_keeps_the_last_n_and_clears() -> None:
     sink = MemorySink(maxlen=2)
     for n in range(3):
-        sink(event(id=str(n)))
-    assert [e.id for e in sink.events] == ["1", "2"]
+        sink(event(detail=str(n)))
+    assert [e.detail for e in sink.events] == ["1", "2"]
     sink.clear()
     assert sink.events == []
 
@@ -112,31 +111,31 @@ def test_json_formatter_merges_the_event_and_exc_info() -> None:
         record.exc_info = sys.exc_info()
     data = json.loads(JSONFormatter().format(record))
     assert data["message"] == "hello you"
-    assert data["event"]["id"] == "abc-1"
+    assert data["event"]["detail"] == ""
     assert "ValueError: boom" in data["exc_info"]
 
 
 def test_json_lines_sink_appends_one_line_per_event(tmp_path: Path) -> None:
     sink = JSONLinesSink(tmp_path / "audit.jsonl")
-    sink(event(id="1"))
-    sink(event(id="2"))
+    sink(event(detail="1"))
+    sink(event(detail="2"))
     sink.close()
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
-    assert [json.loads(line)["id"] for line in lines] == ["1", "2"]
+    assert [json.loads(line)["detail"] for line in lines] == ["1", "2"]
 
 
 def test_threaded_sink_delivers_counts_failures_and_drops() -> None:
     seen: list[str] = []
 
     def slow(e: AuditEvent) -> None:
-        if e.id == "bad":
+        if e.detail == "bad":
             raise RuntimeError("sink broke")
-        seen.append(e.id)
+        seen.append(e.detail)
 
     sink = ThreadedSink(slow, maxsize=100)
-    sink(event(id="1"))
-    sink(event(id="bad"))
-    sink(event(id="2"))
+    sink(event(detail="1"))
+    sink(event(detail="bad"))
+    sink(event(detail="2"))
     sink.close()
     assert seen == ["1", "2"]
     assert sink.failures == 1
@@ -148,9 +147,11 @@ def test_threaded_sink_delivers_counts_failures_and_drops() -> None:
     assert blocked.dropped >= 1
 
 
-def test_redact_helper() -> None:
-    assert redact(["a", "secret"], lambda v: v == "secret") == ("a", "<redacted>")
-    assert redactor([]) is None
+def test_redactor_without_patterns_redacts_only_long_values() -> None:
+    redact = Redactor([])
+    assert redact("secret-token") == "secret-token"
+    assert redact("x" * 65) == "<redacted>"
+    assert Redactor()("Bearer.abc") == "<redacted>"
 
 
 async def test_auditor_isolates_failing_and_timed_out_sinks() -> None:
@@ -163,15 +164,15 @@ async def test_auditor_isolates_failing_and_timed_out_sinks() -> None:
         await asyncio.Event().wait()
 
     async def fine(e: AuditEvent) -> None:
-        got.append(e.id)
+        got.append(e.detail)
 
     auditor = Auditor([broken, stalled, fine], timeout=0.01)
     auditor.emit(event())
     await asyncio.wait_for(auditor.drain(), 5)
-    assert got == ["abc-1"]
+    assert got == [""]
     assert auditor.failures == 2
-    assert await auditor.deliver(event(id="2")) is False
-    assert got == ["abc-1", "2"]
+    assert await auditor.deliver(event(detail="2")) is False
+    assert got == ["", "2"]
 
 
 async def test_auditor_drops_beyond_max_pending() -> None:
@@ -207,18 +208,19 @@ def test_prometheus_sink_counts_by_outcome() -> None:
 # -- memory store --------------------------------------------------------------------------------
 
 
-async def test_memory_store_bounds_and_expiry() -> None:
+def test_memory_store_bounds_and_expiry() -> None:
     now = [0.0]
-    store = MemoryStore(max_keys=2, clock=lambda: now[0])
-    assert await store.remember_key("a", 10) is False
-    assert await store.remember_key("a", 10) is True
-    assert await store.remember_key("b", 10) is False
-    assert await store.remember_key("c", 10) is False  # evicts "a"
+    store = MemoryStore(max_keys=2, clock=lambda: now[0])  # two generations of one key each
+    assert store.remember_key("a", 10) is False
+    assert store.remember_key("a", 10) is True
+    assert store.remember_key("b", 10) is False
+    assert store.remember_key("c", 10) is False  # the generation holding "a" is dropped
     assert len(store) == 2
-    assert await store.remember_key("a", 10) is False
+    assert store.remember_key("a", 10) is False
     now[0] = 100.0  # everything expired
-    assert await store.remember_key("b", 10) is False
-    assert len(store) == 1
+    assert store.remember_key("b", 10) is False
+    assert store.remember_key("b", 10) is True
+    assert len(store) <= 2
     with pytest.raises(ValueError, match="max_keys"):
         MemoryStore(max_keys=0)
 
@@ -460,7 +462,7 @@ async def test_routes_select_policies_and_a_raising_selector_is_an_internal_erro
 
 async def test_key_reuse_reject_and_a_failing_store_follows_on_store_error() -> None:
     class Broken(MemoryStore):
-        async def remember_key(self, key: str, ttl: float) -> bool:
+        async def remember_key(self, key: str, ttl: float) -> bool:  # type: ignore[override]
             raise ConnectionError("store down")
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -491,13 +493,14 @@ async def test_default_sink_is_logging_and_a_single_callable_is_accepted() -> No
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
 def test_a_forked_worker_numbers_its_audit_ids_under_a_fresh_prefix() -> None:
-    from asgi_ws_handshake.middleware import _IDS
+    def new_id() -> str:
+        return HandshakeInfo(HandshakeRequest()).audit_id
 
-    parent = _IDS.next()
+    parent = new_id()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next id and leave without running pytest's teardown
-        os.write(write_end, _IDS.next().encode())
+        os.write(write_end, new_id().encode())
         os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
@@ -505,4 +508,4 @@ def test_a_forked_worker_numbers_its_audit_ids_under_a_fresh_prefix() -> None:
     os.waitpid(pid, 0)
     assert child.rsplit("-", 1)[0] != parent.rsplit("-", 1)[0]
     assert child.endswith("-1")  # the count starts again too
-    assert _IDS.next().rsplit("-", 1)[0] == parent.rsplit("-", 1)[0]
+    assert new_id().rsplit("-", 1)[0] == parent.rsplit("-", 1)[0]

@@ -227,7 +227,7 @@ class BrokenStore(MemoryStore):
         super().__init__()
         self.calls: list[str] = []
 
-    async def remember_key(self, key: str, ttl: float) -> bool:
+    async def remember_key(self, key: str, ttl: float) -> bool:  # type: ignore[override]
         self.calls.append("remember_key")
         raise StoreError("down")
 
@@ -235,7 +235,7 @@ class BrokenStore(MemoryStore):
         self.calls.append("hit")
         raise StoreError("down")
 
-    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:  # type: ignore[override]
         self.calls.append("acquire")
         raise StoreError("down")
 
@@ -284,7 +284,7 @@ class HangingStore(MemoryStore):
 
 
 def test_a_store_that_never_answers_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("asgi_ws_handshake.middleware._STORE_DEADLINE", 0.2)
+    monkeypatch.setattr("asgi_ws_handshake.checks.STORE_DEADLINE", 0.2)
 
     async def scenario() -> None:
         mw, sink = make(store=HangingStore(), rate_limit="5/minute")

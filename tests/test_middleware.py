@@ -412,7 +412,7 @@ async def test_raising_selector_is_an_internal_error() -> None:
 
 
 def test_get_handshake_accepts_scope_or_connection() -> None:
-    info = HandshakeInfo("id", None, (), None, None, "default")
+    info = HandshakeInfo(HandshakeRequest())
 
     class Connection:
         scope: dict[str, Any] = {"state": {"ws_handshake": info}}  # noqa: RUF012
@@ -465,65 +465,87 @@ async def test_unrelated_app_error_after_a_refusal_still_propagates() -> None:
         await run(app, ws_scope(protocols="chat.v1"))
 
 
-# --- the hand-over: once answered, the app's receive and send are the server's own ---------------
+# --- once answered, the app's receive and send hand back the server's own awaitables ---------
 
 
-async def _through_middleware(
-    app_body: Any, policy: HandshakePolicy | None = None
-) -> tuple[Script, dict[str, Any]]:
-    """Run ``app_body(receive, send, seen)`` behind the middleware; return the script and seen."""
-    script = Script(then_disconnect=True)
+class Marked:
+    """A server whose receive and send return awaitables it can recognise afterwards."""
+
+    def __init__(self) -> None:
+        self.script = Script(then_disconnect=True)
+        self.returned: list[object] = []
+
+    def receive(self) -> Any:
+        awaitable = self.script.receive()
+        self.returned.append(awaitable)
+        return awaitable
+
+    def send(self, message: Message) -> Any:
+        awaitable = self.script.send(message)
+        self.returned.append(awaitable)
+        return awaitable
+
+
+async def _through_middleware(app_body: Any) -> tuple[Marked, dict[str, Any]]:
+    """Run ``app_body(receive, send, seen)`` behind the middleware; return the server and seen."""
+    server = Marked()
     seen: dict[str, Any] = {}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await app_body(receive, send, seen)
 
-    middleware = HandshakeMiddleware(app, policy=policy or HandshakePolicy(), audit=MemorySink())
-    await middleware(ws_scope(), script.receive, script.send)
-    return script, seen
+    middleware = HandshakeMiddleware(app, policy=HandshakePolicy(), audit=MemorySink())
+    await middleware(ws_scope(), server.receive, server.send)
+    return server, seen
 
 
-async def test_after_accept_the_app_holds_the_servers_receive_and_send() -> None:
+async def test_after_accept_messages_are_the_servers_own_awaitables() -> None:
     async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
-        seen["before"] = (receive.func, send.func)
-        assert (await receive())["type"] == "websocket.connect"
+        connect = receive()
+        seen["connect is ours"] = connect not in seen.setdefault("server", [])
+        assert (await connect)["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
-        seen["after"] = (receive.func, send.func)
-        await send({"type": "websocket.send", "text": "hi"})
-        seen["next"] = await receive()
+        message = send({"type": "websocket.send", "text": "hi"})
+        seen["send"] = message
+        await message
+        incoming = receive()
+        seen["receive"] = incoming
+        seen["next"] = await incoming
 
-    script, seen = await _through_middleware(body)
-    assert seen["after"] == (script.receive, script.send)
-    assert seen["before"][0] != script.receive
-    assert seen["before"][1] != script.send
-    assert script.types() == ["websocket.accept", "websocket.send"]
+    server, seen = await _through_middleware(body)
+    assert seen["send"] in server.returned  # the very awaitable the server's send returned
+    assert seen["receive"] in server.returned
+    assert server.script.types() == ["websocket.accept", "websocket.send"]
     assert seen["next"]["type"] == "websocket.disconnect"
 
 
 async def test_accepting_before_reading_connect_still_replays_it_first() -> None:
     async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
         await send({"type": "websocket.accept"})
-        seen["after accept"] = (receive.func, send.func)
         seen["first"] = await receive()
-        seen["after connect"] = receive.func
+        incoming = receive()
+        seen["second is the server's"] = incoming
+        await incoming
 
-    script, seen = await _through_middleware(body)
-    assert seen["after accept"][1] == script.send
-    assert seen["after accept"][0] != script.receive  # connect not replayed yet
+    server, seen = await _through_middleware(body)
     assert seen["first"]["type"] == "websocket.connect"
-    assert seen["after connect"] == script.receive
+    assert seen["second is the server's"] in server.returned
 
 
-async def test_an_app_refusal_hands_send_over_for_its_body() -> None:
+async def test_an_app_refusal_passes_its_body_to_the_server() -> None:
     async def body(receive: Any, send: Any, seen: dict[str, Any]) -> None:
         await receive()
         await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
-        seen["send"] = send.func
-        await send({"type": "websocket.http.response.body", "body": b"no"})
+        message = send({"type": "websocket.http.response.body", "body": b"no"})
+        seen["body"] = message
+        await message
 
-    script, seen = await _through_middleware(body)
-    assert seen["send"] == script.send
-    assert script.types() == ["websocket.http.response.start", "websocket.http.response.body"]
+    server, seen = await _through_middleware(body)
+    assert seen["body"] in server.returned
+    assert server.script.types() == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
 
 
 async def test_a_refused_answer_keeps_send_guarded() -> None:
@@ -531,36 +553,44 @@ async def test_a_refused_answer_keeps_send_guarded() -> None:
         await receive()
         with contextlib.suppress(HandshakeDenied):
             await send({"type": "websocket.accept", "subprotocol": "not-offered"})
-        seen["send"] = send.func
         with pytest.raises(HandshakeDenied):
             await send({"type": "websocket.send", "text": "after the refusal"})
+        seen["done"] = True
 
-    script, seen = await _through_middleware(body)
-    assert seen["send"] != script.send
-    assert "websocket.send" not in script.types()
+    server, seen = await _through_middleware(body)
+    assert seen["done"]
+    assert "websocket.send" not in server.script.types()
 
 
 async def test_a_finished_handshake_leaves_no_reference_cycle() -> None:
     import gc
 
-    from asgi_ws_handshake.middleware import _Handshake
+    from asgi_ws_handshake.middleware import _Connection
 
     async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.close"})
 
     async def silent(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive()  # and returns without answering: refused, send is never handed over
+        await receive()  # and returns without answering: refused by the guard
+
+    async def accepting(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
 
     def alive() -> int:
-        return sum(type(o) is _Handshake for o in gc.get_objects())
+        return sum(type(o) is _Connection for o in gc.get_objects())
 
     gc.collect()
     gc.disable()
     try:
         before = alive()
-        for app in (refusing, silent, None):  # an app refusal, none, an accepting app
-            await run(app)
+        for app in (refusing, silent, accepting):  # an app refusal, none, an accepting app
+            script = Script()
+            # No sink keeps an event (an event holds its handshake's record).
+            middleware = HandshakeMiddleware(app, audit=[])
+            await middleware(ws_scope(), script.receive, script.send)
+            del middleware, script
         # Freed by reference counting alone: nothing waits for the cycle collector.
         assert alive() == before
     finally:

@@ -18,20 +18,8 @@ from asgi_ws_handshake import (
     parse_origin,
 )
 from asgi_ws_handshake.decision import RESPONSES
-from tests.support import GOOD_ACCEPT, GOOD_KEY
-
-
-def make_request(**overrides: Any) -> HandshakeRequest:
-    fields: dict[str, Any] = {
-        "path": "/ws",
-        "hosts": ("app.example.com",),
-        "origins": ("https://app.example.com",),
-        "versions": ("13",),
-        "keys": (GOOD_KEY,),
-        "subprotocols": (),
-    }
-    fields.update(overrides)
-    return HandshakeRequest(**fields)
+from tests.asgi import make_request
+from tests.support import GOOD_KEY
 
 
 def make_scope(headers: list[tuple[bytes, bytes]], **extra: Any) -> dict[str, Any]:
@@ -233,22 +221,26 @@ def test_every_reason_has_a_response() -> None:
     assert set(RESPONSES) == set(Reason)
 
 
-def test_accept_carries_expected_accept_and_origin() -> None:
-    decision = SAME.evaluate(make_request())
-    assert decision == Accept(None, GOOD_ACCEPT, "https://app.example.com")
+def test_accept_carries_the_subprotocol_and_the_normalised_origin() -> None:
+    decision = SAME.evaluate(make_request(origins=("HTTPS://App.Example.COM:443",)))
+    assert decision == Accept(None, "https://app.example.com")
 
 
-def test_expected_accept_kept_on_later_refusals() -> None:
-    decision = SAME.evaluate(make_request(origins=("https://evil.test",)))
+def test_a_refusal_after_the_origin_check_keeps_the_origin() -> None:
+    policy = HandshakePolicy(require_subprotocol=True, subprotocols=["chat"])
+    decision = policy.evaluate(make_request(subprotocols=("other",)))
     assert isinstance(decision, Reject)
-    assert decision.expected_accept == GOOD_ACCEPT
+    assert (decision.reason, decision.origin) == (
+        Reason.SUBPROTOCOL_REQUIRED,
+        "https://app.example.com",
+    )
 
 
 @pytest.mark.parametrize("http_version", ["2", "3"])
 def test_http2_and_http3_skip_key_checks(http_version: str) -> None:
     # RFC 8441 5 / RFC 9220 3: no Sec-WebSocket-Key or Accept over extended CONNECT.
     decision = SAME.evaluate(make_request(keys=(), http_version=http_version))
-    assert decision == Accept(None, None, "https://app.example.com")
+    assert decision == Accept(None, "https://app.example.com")
     # ... but the version and origin rules still apply.
     decision = SAME.evaluate(make_request(keys=(), http_version=http_version, versions=("8",)))
     assert isinstance(decision, Reject)
@@ -350,7 +342,7 @@ def test_allow_any_origin_and_null() -> None:
         Reason.ORIGIN_MULTIPLE
     )
     nulls = HandshakePolicy(allow_null_origin=True)
-    assert nulls.evaluate(make_request(origins=("null",))) == Accept(None, GOOD_ACCEPT, "null")
+    assert nulls.evaluate(make_request(origins=("null",))) == Accept(None, "null")
 
 
 def test_missing_origin_by_choice() -> None:
@@ -407,10 +399,8 @@ def test_server_and_client_preference() -> None:
         subprotocols=["graphql-transport-ws", "graphql-ws"], subprotocol_preference="client"
     )
     request = make_request(subprotocols=offered)
-    assert server.evaluate(request) == Accept(
-        "graphql-transport-ws", GOOD_ACCEPT, "https://app.example.com"
-    )
-    assert client.evaluate(request) == Accept("graphql-ws", GOOD_ACCEPT, "https://app.example.com")
+    assert server.evaluate(request) == Accept("graphql-transport-ws", "https://app.example.com")
+    assert client.evaluate(request) == Accept("graphql-ws", "https://app.example.com")
     no_overlap = server.evaluate(make_request(subprotocols=("mqtt",)))
     assert isinstance(no_overlap, Accept)
     assert no_overlap.subprotocol is None

@@ -61,37 +61,29 @@ def test_memory_retry_after_counts_down_the_window() -> None:
 
 
 def test_memory_acquire_caps_all_or_nothing_and_release() -> None:
-    store = MemoryStore()
-
-    async def scenario() -> list[object]:
-        caps = {"c1": 1, "total": 2}
-        got: list[object] = [
-            await store.acquire("l1", caps),
-            await store.acquire("l2", caps),  # c1 is full
-            await store.acquire("l3", {"c2": 1, "total": 2}),
-            await store.acquire("l4", {"c3": 1, "total": 2}),  # total is full
-            store.connections("total"),
-            store.connections("c3"),  # the refused lease counted nowhere
-        ]
-        await store.release("l1")
-        await store.release("l1")  # twice: harmless
-        await store.release("unknown")
-        got += [store.connections("c1"), store.connections("total")]
-        got.append(await store.acquire("l5", caps))
-        return got
-
-    assert run(scenario()) == [None, "c1", None, "total", 2, 0, 0, 1, None]
+    store = MemoryStore()  # answers at once: no awaitable
+    caps = {"c1": 1, "total": 2}
+    got: list[object] = [
+        store.acquire("l1", caps),
+        store.acquire("l2", caps),  # c1 is full
+        store.acquire("l3", {"c2": 1, "total": 2}),
+        store.acquire("l4", {"c3": 1, "total": 2}),  # total is full
+        store.connections("total"),
+        store.connections("c3"),  # the refused lease counted nowhere
+    ]
+    store.release("l1")
+    store.release("l1")  # twice: harmless
+    store.release("unknown")
+    got += [store.connections("c1"), store.connections("total")]
+    got.append(store.acquire("l5", caps))
+    assert got == [None, "c1", None, "total", 2, 0, 0, 1, None]
 
 
 def test_memory_same_lease_twice_is_an_error() -> None:
     store = MemoryStore()
-
-    async def scenario() -> None:
-        await store.acquire("l1", {"a": 5})
-        await store.acquire("l1", {"a": 5})
-
+    store.acquire("l1", {"a": 5})
     with pytest.raises(ValueError, match="'l1'"):
-        run(scenario())
+        store.acquire("l1", {"a": 5})
 
 
 # -- RedisStore against a real redis-server ----------------------------------------------

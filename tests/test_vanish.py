@@ -182,7 +182,7 @@ class StallingStore(MemoryStore):
         super().__init__()
         self.entered = False
 
-    async def remember_key(self, key: str, ttl: float) -> bool:
+    async def remember_key(self, key: str, ttl: float) -> bool:  # type: ignore[override]
         self.entered = True
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -287,7 +287,7 @@ class SlowSink:
 
     async def __call__(self, event: AuditEvent) -> None:
         self.started += 1
-        if self.delay is None:
+        if self.delay is None or (self.delay == 0.0 and event.outcome is Outcome.ACCEPTED):
             await asyncio.Event().wait()
         else:
             await asyncio.sleep(self.delay)
@@ -333,10 +333,13 @@ async def test_gone_during_a_slow_fail_closed_sink() -> None:
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(mw(ws_scope(), script.receive, script.send), 5)
         await settle(mw)
-    # In fail-closed mode the event is written before the accept goes out, so it is the one
-    # event of this handshake (it records the decision, not the transport's fate).
-    assert len(memory.events) == 1
-    assert slow.finished == 1
+    # In fail-closed mode the event is written before the accept goes out; the accept then
+    # failed, so a correction with the same id says what the client really got: nothing.
+    accepted, correction = memory.events
+    assert (accepted.outcome, accepted.status) == (Outcome.ACCEPTED, 101)
+    assert (correction.outcome, correction.status) == (Outcome.CLIENT_GONE, None)
+    assert correction.id == accepted.id
+    assert slow.finished == 2
 
 
 async def test_cancelled_during_a_fail_closed_sink() -> None:
@@ -349,10 +352,16 @@ async def test_cancelled_during_a_fail_closed_sink() -> None:
         audit_timeout=30,
     )
     with nothing_left_behind():
+        slow.delay = 0.0  # the correction goes to this sink too: let it through
         await run_until_cancelled(mw, Script(CONNECT), lambda: slow.started == 1)
         await settle(mw)
-    assert len(memory.events) == 1
-    assert slow.finished == 0
+    assert slow.started == 2
+    # The memory sink had the accepted event when the task was cancelled while the slow sink
+    # was awaited: the client got nothing, and a correction with the same id says so.
+    accepted, correction = memory.events
+    assert (accepted.outcome, correction.outcome) == (Outcome.ACCEPTED, Outcome.CLIENT_GONE)
+    assert (correction.id, correction.status) == (accepted.id, None)
+    assert slow.finished == 1  # the correction; the accepted event's call was cut short
 
 
 # -- right after accept --------------------------------------------------------------------------

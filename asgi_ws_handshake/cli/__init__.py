@@ -4,8 +4,9 @@ Owns argument parsing, exit statuses and printing. The work is done elsewhere: `
 only), ``config`` (policy files), ``demo`` (needs starlette and uvicorn, imported only there);
 ``serve`` imports uvicorn when it runs.
 
-Exit statuses: 0 success; 1 a probe found a failure, or a bad policy file or app; 2 usage
-errors and targets that could not be probed at all.
+Exit statuses: 0 success; 1 a probe found what a protected server must refuse accepted (or,
+with ``--fail-on warn``, a warning), or a bad policy file or app; 2 usage errors and targets
+that could not be judged (unreachable, not a WebSocket endpoint, the valid handshake refused).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..config import PolicyFile, PolicyFileError, load_policy_file
-from .probe import ProbeError, ProbeOptions, format_report, run_probe
+from .probe import ProbeError, ProbeOptions, error_document, format_report, run_probe
 
 __all__ = ["main"]
 
@@ -58,14 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     probe = sub.add_parser(
         "probe",
         help="test any WebSocket endpoint's handshake hygiene",
-        description="Send a battery of raw handshakes to URL and judge the answers. Exit "
-        "status 1 when the target accepts what a protected server must refuse (a foreign "
-        "origin, a malformed key, a wrong version) or answers with a wrong Accept; 2 when it "
-        "cannot be probed.",
+        description="Send a battery of raw handshakes to URL (the valid one, foreign and "
+        "lookalike origins, bad versions, keys and subprotocols) and judge the answers. Exit "
+        "status 0: nothing at or above --fail-on; 1: the target accepts what a protected "
+        "server must refuse (a lookalike origin, a malformed key, a version that does not "
+        "exist) or answers with a wrong Accept, or (--fail-on warn) a warning; 2: it cannot "
+        "be judged (unreachable, not a WebSocket endpoint, the valid handshake refused).",
     )
     probe.add_argument("url", help="ws://host[:port]/path or wss://...")
     probe.add_argument(
-        "--origin", help="the Origin the server should accept (default: the URL's own origin)"
+        "--origin",
+        help="the Origin the server should accept, scheme://host[:port] or null (default: the "
+        "URL's own origin); the lookalike origins are derived from it",
     )
     probe.add_argument(
         "--subprotocol",
@@ -81,7 +86,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K:V",
         help="send this header in every case, e.g. 'Cookie: session=...' (repeatable)",
     )
-    probe.add_argument("--json", action="store_true", help="print JSON for machines")
+    probe.add_argument(
+        "--json", action="store_true", help="print JSON (schema asgi-ws-handshake/probe/2)"
+    )
+    probe.add_argument(
+        "--fail-on",
+        choices=["warn", "fail"],
+        default="fail",
+        help="exit 1 on a failure (fail, the default) or on a warning too (warn)",
+    )
     probe.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds per connection (5)"
     )
@@ -150,18 +163,16 @@ def _error(message: str) -> None:
     print(f"asgi-ws-handshake: error: {message}", file=sys.stderr)
 
 
-def _probe(args: argparse.Namespace, out: TextIO) -> int:
+def _probe_options(args: argparse.Namespace) -> ProbeOptions:
     headers: list[tuple[str, str]] = []
     for item in args.header:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
-            _error(f"--header expects 'Name: value', got {item!r}")
-            return 2
+            raise ProbeError("usage", f"--header expects 'Name: value', got {item!r}")
         headers.append((name.strip(), value.strip()))
     if not args.timeout > 0:
-        _error(f"--timeout must be > 0, got {args.timeout}")
-        return 2
-    options = ProbeOptions(
+        raise ProbeError("usage", f"--timeout must be > 0, got {args.timeout}")
+    return ProbeOptions(
         origin=args.origin,
         subprotocols=tuple(args.subprotocol),
         headers=tuple(headers),
@@ -169,16 +180,25 @@ def _probe(args: argparse.Namespace, out: TextIO) -> int:
         insecure=args.insecure,
         cafile=args.cafile,
     )
+
+
+def _probe(args: argparse.Namespace, out: TextIO) -> int:
+    fail_on = args.fail_on
     try:
-        report = run_probe(args.url, options)
+        try:
+            report = run_probe(args.url, _probe_options(args))
+        except OSError as exc:  # e.g. an unreadable --cafile
+            why = f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": ")
+            raise ProbeError("usage", why) from None
     except ProbeError as exc:
         _error(str(exc))
+        if args.json:
+            print(json.dumps(error_document(args.url, exc, fail_on), indent=2), file=out)
         return 2
-    except OSError as exc:  # e.g. an unreadable --cafile
-        _error(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
-        return 2
-    print(report.to_json() if args.json else format_report(report), file=out)
-    return 0 if report.ok else 1
+    print(report.to_json(fail_on) if args.json else format_report(report, fail_on), file=out)
+    if report.error is not None:
+        _error(report.error.message)
+    return report.exit_status(fail_on)
 
 
 def _check_policy(args: argparse.Namespace, out: TextIO) -> int:

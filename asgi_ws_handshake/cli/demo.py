@@ -26,9 +26,10 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audit import AuditEvent, LoggingSink
+from ..audit import AuditEvent
 from ..middleware import HandshakeMiddleware, get_handshake
 from ..policy import HandshakePolicy
+from ..sinks import LoggingSink
 from .probe import ProbeOptions, format_report, run_probe
 
 __all__ = ["SUBPROTOCOL", "AuditFeed", "build_apps", "run_demo"]

@@ -8,7 +8,7 @@ What to do when a store fails is the policy's choice (``on_store_error``), not t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol, runtime_checkable
 
 from .errors import StoreError
@@ -22,17 +22,19 @@ __all__ = ["HandshakeStore", "MemoryStore", "RedisStore", "StoreError"]
 class HandshakeStore(Protocol):
     """What the middleware needs from a store.
 
+    Each method may answer at once (the in-process store does) or return an awaitable of
+    the answer (``async def``, as the Redis store does); the middleware accepts either.
     Names (``name`` and the keys of ``caps``) are strings built by the middleware, such as
     ``"default:client:203.0.113.7"``: ``<route>:...``. A store needs to keep them apart; a
     clustered one also keeps the names of one route, which one ``acquire`` counts under
     together, in one place (the part before the first ':').
     """
 
-    async def remember_key(self, key: str, ttl: float) -> bool:
+    def remember_key(self, key: str, ttl: float) -> bool | Awaitable[bool]:
         """Remember ``key`` for ``ttl`` seconds; return True when it was already remembered."""
         ...
 
-    async def hit(self, name: str, limit: int, window: int) -> int:
+    def hit(self, name: str, limit: int, window: int) -> int | Awaitable[int]:
         """Count one handshake against ``limit`` per ``window`` seconds (a moving window).
 
         Returns:
@@ -41,7 +43,7 @@ class HandshakeStore(Protocol):
         """
         ...
 
-    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+    def acquire(self, lease: str, caps: Mapping[str, int]) -> str | Awaitable[str | None] | None:
         """Take a connection lease counted under every name in ``caps``.
 
         All or nothing: the lease is taken only when each name holds fewer than its cap.
@@ -54,6 +56,6 @@ class HandshakeStore(Protocol):
         """
         ...
 
-    async def release(self, lease: str) -> None:
+    def release(self, lease: str) -> Awaitable[None] | None:
         """Give back a lease taken by ``acquire`` (unknown leases are ignored)."""
         ...

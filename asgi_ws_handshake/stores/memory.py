@@ -1,16 +1,17 @@
 """The in-memory store: one process, bounded in entries and in time.
 
-Keys are remembered in insertion order; expired ones are dropped from the old end as new ones
-arrive, and when ``max_keys`` is reached the oldest is evicted, so a flood of distinct keys
-costs at most ``max_keys`` entries. Rates go through the ``limits`` library's in-memory
-storage and moving window (the ``limits`` extra), whose windows expire by themselves. Leases
-need no expiry here: they live and die with this process, and the middleware releases each
-one however its connection ends.
+Keys live in two generations of plain dicts: new keys go into the current one; when it holds
+half of ``max_keys``, or when everything in the old one has expired, the old generation is
+dropped whole and the current one becomes the old. Every call is O(1) with no per-key
+bookkeeping, a flood of distinct keys costs at most ``max_keys`` entries, and the most
+recent ``max_keys // 2`` keys are always remembered (for their TTL). Rates go through the
+``limits`` library's in-memory storage and moving window (the ``limits`` extra), whose
+windows expire by themselves. Leases need no expiry here: they live and die with this
+process, and the middleware releases each one however its connection ends.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ class MemoryStore:
     """Remember keys, count handshake rates and hold connection leases, in this process only.
 
     Args:
-        max_keys: the most keys held at once (the oldest is forgotten first).
+        max_keys: the most keys held at once; at least the latest half are remembered.
         clock: a monotonic clock in seconds (injectable for tests).
     """
 
@@ -34,43 +35,40 @@ class MemoryStore:
         if max_keys < 1:
             raise ValueError(f"invalid max_keys {max_keys!r}: must be >= 1")
         self.max_keys = max_keys
+        self._half = max(1, max_keys // 2)
         self._clock = clock
-        # key -> expiry. Keys are stored as the 16 decoded bytes' text form; see remember_key.
-        self._keys: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._sweep_at = -math.inf  # when the oldest key expires: no sweep before then
+        # key -> expiry (monotonic seconds), in two generations (see the module docstring).
+        self._current: dict[str, float] = {}
+        self._old: dict[str, float] = {}
+        self._current_expires = -math.inf  # the latest expiry in each generation
+        self._old_expires = -math.inf
         self._rates: RateLimiter | None = None  # built on the first rate-limited handshake
         self._counts: dict[str, int] = {}  # lease name -> live leases
         self._leases: dict[str, tuple[str, ...]] = {}  # lease -> the names it counts under
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._current) + len(self._old)
 
-    async def remember_key(self, key: str, ttl: float) -> bool:
-        return self.remember(key, ttl)
+    def remember_key(self, key: str, ttl: float) -> bool:
+        """Remember ``key`` for ``ttl`` seconds; True when it was already remembered.
 
-    def remember(self, key: str, ttl: float) -> bool:
-        """``remember_key`` without the coroutine: the middleware calls it inline."""
+        Answers at once (no awaitable): the in-process store never waits.
+        """
         now = self._clock()
-        keys = self._keys
-        if now >= self._sweep_at:
-            # Expire from the old end: with one TTL, insertion order is expiry order (with
-            # several, a later key may outlive its TTL here, but the lookup below checks it).
-            while keys:
-                oldest, oldest_expiry = next(iter(keys.items()))
-                if oldest_expiry > now:
-                    self._sweep_at = oldest_expiry
-                    break
-                del keys[oldest]
-            else:
-                self._sweep_at = now
-        expiry = keys.get(key)
-        if expiry is not None:
-            if expiry > now:
-                return True
-            del keys[key]
-        keys[key] = now + ttl
-        if len(keys) > self.max_keys:
-            keys.popitem(last=False)
+        current = self._current
+        if len(current) >= self._half or now >= self._old_expires:
+            # Rotate: the old generation is full of expired keys, or the current one is full.
+            self._old, self._old_expires = current, self._current_expires
+            self._current = current = {}
+            self._current_expires = -math.inf
+        expiry = current.get(key)
+        if expiry is None:
+            expiry = self._old.get(key)
+        if expiry is not None and expiry > now:
+            return True
+        expires = current[key] = now + ttl
+        if expires > self._current_expires:
+            self._current_expires = expires
         return False
 
     async def hit(self, name: str, limit: int, window: int) -> int:
@@ -82,7 +80,7 @@ class MemoryStore:
             rates = self._rates = RateLimiter(MemoryStorage())
         return await rates.hit(name, limit, window)
 
-    async def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
+    def acquire(self, lease: str, caps: Mapping[str, int]) -> str | None:
         counts = self._counts
         for name, cap in caps.items():
             if counts.get(name, 0) >= cap:
@@ -94,7 +92,7 @@ class MemoryStore:
             counts[name] = counts.get(name, 0) + 1
         return None
 
-    async def release(self, lease: str) -> None:
+    def release(self, lease: str) -> None:
         counts = self._counts
         for name in self._leases.pop(lease, ()):
             left = counts[name] - 1

@@ -1,0 +1,199 @@
+"""The checks that need a store: handshake rates, reused keys and connection leases.
+
+Owns what the policy's stateful options mean (``rate_limit``, ``rate_limit_total``,
+``key_reuse``, ``max_connections``, ``max_connections_per_client``, ``on_store_error``),
+turning the store's answers into a decision. Knows no ASGI message: the middleware runs it
+after ``evaluate`` accepted a handshake.
+
+A store answers each call either at once (the in-process ``MemoryStore``) or with an
+awaitable (Redis). ``StoreChecks.check`` runs the steps in order and returns a decision as
+soon as every answer was immediate; only when a store suspends does it hand back a coroutine
+that awaits the answer and carries on with the same steps. Each step's rule is written once
+(``_apply``), whichever way its answer came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from .audit import HandshakeInfo
+from .decision import Accept, Decision, Reason, Reject
+from .policy import HandshakePolicy
+from .request import HandshakeRequest
+from .stores import HandshakeStore
+
+__all__ = ["StoreChecks"]
+
+logger = logging.getLogger("asgi_ws_handshake")
+
+#: A backstop for stores that do not bound their own calls: no handshake waits longer.
+STORE_DEADLINE = 5.0
+_FAILED = object()  # a store call that raised, timed out, or was not made after a failure
+_IMMEDIATE = (bool, int, str, type(None))  # what stores answer when they do not suspend
+
+
+class StoreChecks(HandshakeInfo):
+    """A handshake going through the store-backed checks, which record what they find on it
+    (``key_reused``, ``store_error``, ``lease``) for the audit event. The middleware's
+    per-connection state extends this class.
+    """
+
+    __slots__ = ()
+
+    def check(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+    ) -> Decision | Awaitable[Decision]:
+        """Run the policy's ``store_checks`` in order: rates, the reused key, connection caps.
+
+        Returns the decision when every store answer was immediate, else an awaitable of it.
+        A connection lease, when the route has caps, is named by the audit id.
+        """
+        return self._run(store, policy, decision, request, 0)
+
+    def _run(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        index: int,
+    ) -> Decision | Awaitable[Decision]:
+        checks = policy.store_checks
+        while index < len(checks):
+            check = checks[index]
+            if self.store_error:
+                answer: Any = _FAILED  # one failure per handshake: the store is not asked again
+            else:
+                try:
+                    answer = self._ask(store, policy, request, check)
+                except Exception as exc:  # a store that fails fast, before any awaitable
+                    answer = self._failed(exc)
+                if type(answer) not in _IMMEDIATE and answer is not _FAILED:
+                    return self._resume(store, policy, decision, request, index, answer)
+            verdict = self._apply(policy, decision, check, answer)
+            if type(verdict) is not Accept:
+                return verdict
+            index += 1
+        return decision
+
+    async def _resume(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        index: int,
+        answer: Awaitable[Any],
+    ) -> Decision:
+        try:
+            async with asyncio.timeout(STORE_DEADLINE):
+                value = await answer
+        except Exception as exc:  # StoreError, the backstop's TimeoutError, or a store bug
+            value = self._failed(exc)
+        verdict = self._apply(policy, decision, policy.store_checks[index], value)
+        if type(verdict) is not Accept:
+            return verdict
+        rest = self._run(store, policy, decision, request, index + 1)
+        return rest if type(rest) is Accept or type(rest) is Reject else await rest  # type: ignore[misc]
+
+    def _ask(
+        self, store: HandshakeStore, policy: HandshakePolicy, request: HandshakeRequest, check: str
+    ) -> Any:
+        """The store's answer for ``check``: a value, or an awaitable of it."""
+        if check == "key_reuse":
+            if len(request.keys) != 1:
+                return False  # no key over HTTP/2 and HTTP/3 (and none to trust otherwise)
+            return store.remember_key(request.keys[0], policy.key_reuse_ttl)
+        if check == "connections":
+            caps: dict[str, int] = {}
+            if policy.max_connections_per_client:
+                caps[self.client_name(request)] = policy.max_connections_per_client
+            if policy.max_connections:
+                caps[f"{self.route}:total"] = policy.max_connections
+            return store.acquire(self.audit_id, caps)
+        if check == "client_rate":
+            rate, name = policy.client_rate, self.client_name(request)
+        else:
+            rate, name = policy.total_rate, f"{self.route}:total"
+        assert rate is not None
+        return store.hit(f"rate:{name}", rate.limit, rate.window)
+
+    def _failed(self, exc: Exception) -> object:
+        logger.warning("handshake store failed: %s: %s", type(exc).__name__, exc)
+        self.store_error = True
+        return _FAILED
+
+    def _apply(self, policy: HandshakePolicy, decision: Accept, check: str, value: Any) -> Decision:
+        """What the store's answer (or its failure) means for the handshake."""
+        if check == "key_reuse":
+            if value is _FAILED:
+                # Only a check that can refuse fails closed; "flag" proceeds, marked.
+                if policy.key_reuse == "reject":
+                    return self._store_failed(policy, decision)
+                return decision
+            self.key_reused = reused = bool(value)
+            if reused and policy.key_reuse == "reject":
+                # RFC 6455 4.1 item 7: the nonce is selected randomly for each connection.
+                return Reject.because(Reason.KEY_REUSED, "key used before", origin=decision.origin)
+            return decision
+        if value is _FAILED:
+            return self._store_failed(policy, decision)
+        if check == "connections":
+            if value is not None:
+                which = "overall" if value.endswith(":total") else "client"
+                # RFC 9110 15.6.4: 503 with Retry-After (10.2.3) for a temporary overload.
+                return Reject.because(
+                    Reason.TOO_MANY_CONNECTIONS,
+                    f"{which} connection cap reached",
+                    origin=decision.origin,
+                    headers=(("retry-after", str(policy.connections_retry_after)),),
+                )
+            self.lease = self.audit_id  # the audit id names the lease: unique, and greppable
+            return decision
+        if value:
+            which = "client" if check == "client_rate" else "overall"
+            # RFC 6585 4: 429 Too Many Requests MAY carry Retry-After (RFC 9110 10.2.3).
+            return Reject.because(
+                Reason.RATE_LIMITED,
+                f"{which} handshake rate exceeded",
+                origin=decision.origin,
+                headers=(("retry-after", str(value)),),
+            )
+        return decision
+
+    @staticmethod
+    def _store_failed(policy: HandshakePolicy, decision: Accept) -> Decision:
+        """Apply ``on_store_error`` to a check the store could not answer."""
+        if policy.on_store_error == "open":
+            return decision  # the audit event carries store_error=True
+        return Reject.because(
+            Reason.STORE_UNAVAILABLE, "the store did not answer", origin=decision.origin
+        )
+
+    def client_name(self, request: HandshakeRequest) -> str:
+        """The route and client address that rates and caps are counted under."""
+        client = request.client
+        # scope["client"] (ASGI spec): the peer, or what uvicorn --proxy-headers put there.
+        return f"{self.route}:client:{client[0] if client else '-'}"
+
+    async def release(self, store: HandshakeStore) -> None:
+        """Give back the connection lease, if one was taken (bounded in time; never raises)."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            answer = store.release(lease)
+            if inspect.isawaitable(answer):
+                async with asyncio.timeout(STORE_DEADLINE):
+                    await answer
+        except Exception:
+            # An expiring store drops the lease by itself; a memory store never fails here.
+            logger.warning("could not release connection lease %s", lease, exc_info=True)

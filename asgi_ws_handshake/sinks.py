@@ -1,0 +1,171 @@
+"""Audit sinks: where events go. Any callable taking an ``AuditEvent`` is a sink.
+
+Every text a sink writes is one line per event: request-derived fields (the percent-decoded
+path, the Origin, the Host) can hold CR, LF or terminal escapes, so text output escapes them
+(``escape``) and JSON output relies on JSON's own escaping.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .audit import AuditEvent, Outcome
+
+__all__ = [
+    "JSONFormatter",
+    "JSONLinesSink",
+    "LoggingSink",
+    "MemorySink",
+    "ThreadedSink",
+    "escape",
+]
+
+logger = logging.getLogger("asgi_ws_handshake")
+
+
+def escape(text: object) -> str:
+    """``text`` safe for a one-line log: non-printable characters as ``\\x..`` escapes.
+
+    Servers percent-decode the path, so ``/ws%0a...`` arrives with a real line feed; written
+    as it is, it would start a second, attacker-written log line.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+class MemorySink:
+    """Keep the last ``maxlen`` events in a ring (tests, dashboards)."""
+
+    def __init__(self, maxlen: int = 1000) -> None:
+        self._events: collections.deque[AuditEvent] = collections.deque(maxlen=maxlen)
+
+    def __call__(self, event: AuditEvent) -> None:
+        self._events.append(event)
+
+    @property
+    def events(self) -> list[AuditEvent]:
+        """A snapshot of the retained events, oldest first."""
+        return list(self._events)
+
+    def clear(self) -> None:
+        self._events.clear()
+
+
+class LoggingSink:
+    """Log one line per event; the event's fields ride along in ``extra["ws_handshake"]``.
+
+    An event nobody would see (the logger disabled at the event's level) is not even built.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "asgi_ws_handshake.audit",
+        *,
+        level: int = logging.INFO,
+        rejected_level: int = logging.WARNING,
+    ) -> None:
+        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self.level = level
+        self.rejected_level = rejected_level
+
+    def wants(self, outcome: Outcome) -> bool:
+        """Whether an event with this outcome would be logged."""
+        level = self.level if outcome is Outcome.ACCEPTED else self.rejected_level
+        return self.logger.isEnabledFor(level)
+
+    def __call__(self, event: AuditEvent) -> None:
+        level = self.level if event.outcome is Outcome.ACCEPTED else self.rejected_level
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
+            "websocket handshake %s %s status=%s reason=%s origin=%s client=%s id=%s",
+            event.outcome,
+            escape(event.path),
+            event.status,
+            event.reason,
+            escape(repr(event.origin)),
+            escape(event.client),
+            event.id,
+            extra={"ws_handshake": event.to_dict()},
+        )
+
+
+class JSONFormatter(logging.Formatter):
+    """Format records as one JSON object a line, merging ``extra["ws_handshake"]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        event = getattr(record, "ws_handshake", None)
+        if isinstance(event, dict):
+            data["event"] = event
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, separators=(",", ":"))
+
+
+class JSONLinesSink:
+    """Append each event as one JSON line to a file, flushed per event."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, event: AuditEvent) -> None:
+        line = json.dumps(event.to_dict(), separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ThreadedSink:
+    """Run a slow synchronous sink in a worker thread behind a bounded queue.
+
+    When the queue is full the event is dropped for this sink and counted in ``dropped``:
+    a stalled sink never stalls a handshake.
+    """
+
+    def __init__(self, sink: Callable[[AuditEvent], object], maxsize: int = 10_000) -> None:
+        self.sink = sink
+        self.dropped = 0
+        self.failures = 0
+        self._queue: queue.Queue[AuditEvent | None] = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="audit-sink", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: AuditEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None:
+            try:
+                self.sink(event)
+            except Exception:
+                self.failures += 1
+                logger.exception("audit sink %r failed", self.sink)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
