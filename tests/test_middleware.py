@@ -725,3 +725,17 @@ async def test_a_cancelled_connection_closes_as_the_servers() -> None:
         await task
     (closed,) = sink.closes
     assert (closed.closed_by, closed.reason) == ("server", "cancelled")
+
+
+def test_a_connection_sets_every_slot_of_its_record() -> None:
+    # _Connection sets HandshakeInfo's fields itself (a call fewer per handshake): none may be
+    # forgotten when a field is added to the record.
+    from asgi_ws_handshake.middleware import _Connection
+
+    conn = _Connection(
+        HandshakeMiddleware(None, audit=[]), ws_scope(), Script().receive, Script().send
+    )  # type: ignore[arg-type]
+    slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
+    assert len(slots) > 15
+    for name in slots:
+        getattr(conn, name)  # AttributeError if it was never set
