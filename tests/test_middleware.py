@@ -732,9 +732,11 @@ def test_a_connection_sets_every_slot_of_its_record() -> None:
     # forgotten when a field is added to the record.
     from asgi_ws_handshake.middleware import _Connection
 
-    conn = _Connection(
-        HandshakeMiddleware(None, audit=[]), ws_scope(), Script().receive, Script().send
-    )  # type: ignore[arg-type]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    middleware = HandshakeMiddleware(app, audit=[])
+    conn = _Connection(middleware, ws_scope(), Script().receive, Script().send)
     slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
     assert len(slots) > 15
     for name in slots:
