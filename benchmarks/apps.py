@@ -65,7 +65,7 @@ HAVE_CHANNELS = importlib.util.find_spec("channels") is not None
 CHANNELS_ALLOWED = ["https://app.example.com", "https://.example.com"]  # Channels' spelling
 
 
-def _channels() -> Any:
+def _channels() -> tuple[Any, Any]:
     import django
     from django.conf import settings
 
@@ -84,8 +84,16 @@ def _channels() -> Any:
         else:
             await bare(scope, receive, send)
 
-    return app
+    return app, validator
 
 
-if HAVE_CHANNELS:
-    channels = _channels()
+def __getattr__(name: str) -> Any:
+    """``channels`` (the Channels-guarded app with ``GET /cpu``) and ``channels_validator``
+    (the ``OriginValidator`` alone, what the server instruction count runs, so Channels is not
+    charged for the /cpu detour's extra call), built on first use: Django is imported only by
+    the servers that run them (PEP 562)."""
+    if name in ("channels", "channels_validator") and HAVE_CHANNELS:
+        app, validator = _channels()
+        globals().update(channels=app, channels_validator=validator)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

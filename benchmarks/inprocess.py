@@ -13,6 +13,11 @@ server it does not: between two handshakes the server's own work evicts them. Th
 repeat the accepted handshake with 8 MiB of other memory touched before each call (and the
 scope touched again, as a server that has just built it would), timing only the calls.
 
+The headline scopes hold literal ``bytes`` constants as header names and values (shared by
+every scope, so their hashes are computed once); the "fresh header objects" rows repeat the
+accepted handshake with every name and value a new object, as servers build them per request
+(``fresh_websocket_scope``), rebuilt for each measurement so that no hash is cached.
+
     python -m benchmarks.inprocess [--quick] [--rounds N] [--count N] [--json PATH]
 """
 
@@ -121,6 +126,39 @@ def websocket_scope(key: str, origin: str = ORIGIN) -> Scope:
     }
 
 
+#: A browser's handshake header lines as they arrive, names in the client's spelling.
+BROWSER_LINES = (
+    ("Host", "app.example.com"),
+    ("Connection", "Upgrade"),
+    ("Pragma", "no-cache"),
+    ("Cache-Control", "no-cache"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0"),
+    ("Upgrade", "websocket"),
+    ("Origin", "{origin}"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Accept-Language", "en-GB,en;q=0.9"),
+    ("Cookie", "session=0123456789abcdef"),
+    ("Sec-WebSocket-Key", "{key}"),
+    ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ("Sec-WebSocket-Protocol", "graphql-transport-ws"),
+)
+
+
+def fresh_websocket_scope(key: str, origin: str = ORIGIN) -> Scope:
+    """``websocket_scope`` with its header objects built for this request, as servers build
+    them: every name and value a new ``bytes`` (names lowercased from the wire, as uvicorn's
+    httptools backend does with ``name.lower()``), so no hash of them is cached yet. The
+    literal constants of ``websocket_scope`` are shared by every scope and hashed once.
+    """
+    scope = websocket_scope(key, origin)
+    scope["headers"] = [
+        (name.encode("latin-1").lower(), value.format(key=key, origin=origin).encode("latin-1"))
+        for name, value in BROWSER_LINES
+    ]
+    return scope
+
+
 def http_scope() -> Scope:
     return {
         "type": "http",
@@ -220,9 +258,12 @@ def drive(app: ASGIApp, scope: Scope) -> None:
 
 
 def timed(
-    make_app: Callable[[], ASGIApp], scopes: Sequence[Scope], cold: bool = False
+    make_app: Callable[[], ASGIApp],
+    scopes: Sequence[Scope] | Callable[[], Sequence[Scope]],
+    cold: bool = False,
 ) -> Callable[[], float]:
-    """A measurement: a fresh app (empty store), then microseconds per call over ``scopes``.
+    """A measurement: a fresh app (empty store), then microseconds per call over ``scopes``
+    (or over new scopes from ``scopes()`` each time, built before the clock starts).
 
     The calls run back to back in one task on an event loop (the middleware may use
     ``asyncio.timeout``); ``receive`` and ``send`` never suspend, so no loop iteration, socket
@@ -231,15 +272,16 @@ def timed(
 
     def measure() -> float:
         app = make_app()
-        drive(app, scopes[0])  # warm: first call paths, caches
+        scopes_ = scopes() if callable(scopes) else scopes
+        drive(app, scopes_[0])  # warm: first call paths, caches
         gc.collect()
         gc.disable()
         try:
             calls = _cold_calls if cold else _calls
-            elapsed = _loop().run_until_complete(calls(app, scopes[1:]))
+            elapsed = _loop().run_until_complete(calls(app, scopes_[1:]))
         finally:
             gc.enable()
-        return elapsed / (len(scopes) - 1) * 1e6
+        return elapsed / (len(scopes_) - 1) * 1e6
 
     return measure
 
@@ -279,10 +321,17 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         "bare_cold": timed(lambda: minimal_app, cold_scopes, cold=True),
         "ours_cold": timed(guarded, cold_scopes, cold=True),
     }
+
+    def fresh() -> list[Scope]:  # new header objects every measurement: no hash cached yet
+        return [fresh_websocket_scope(new_key()) for _ in range(count + 1)]
+
+    accept_variants["fresh_bare"] = timed(lambda: minimal_app, fresh)
+    accept_variants["fresh_ours"] = timed(guarded, fresh)
     if channels is not None:
         validator = channels
         accept_variants["channels"] = timed(lambda: validator, scopes)
         accept_variants["channels_cold"] = timed(lambda: validator, cold_scopes, cold=True)
+        accept_variants["fresh_channels"] = timed(lambda: validator, fresh)
     raw = alternate(accept_variants, rounds)
     med = {name: median(values) for name, values in raw.items()}
     ours_added = paired(raw["ours"], raw["bare"])
@@ -299,6 +348,7 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         "http_added_us": paired(raw["http_ours"], raw["http_bare"]),
         "http_wrapper_added_us": paired(raw["http_wrapper"], raw["http_bare"]),
         "http_class_added_us": paired(raw["http_class"], raw["http_bare"]),
+        "fresh_ours_added_us": paired(raw["fresh_ours"], raw["fresh_bare"]),
     }
     result["http_ratio_to_class_call"] = result["http_added_us"] / max(
         result["http_class_added_us"], 1e-9
@@ -313,6 +363,10 @@ def run(rounds: int, count: int, cold_count: int | None = None) -> dict[str, Any
         result["channels_cold_added_us"] = paired(raw["channels_cold"], raw["bare_cold"])
         result["ratio_to_channels_cold"] = (
             result["ours_cold_added_us"] / result["channels_cold_added_us"]
+        )
+        result["fresh_channels_added_us"] = paired(raw["fresh_channels"], raw["fresh_bare"])
+        result["fresh_ratio_to_channels"] = (
+            result["fresh_ours_added_us"] / result["fresh_channels_added_us"]
         )
     return result
 
@@ -361,6 +415,23 @@ def render(result: dict[str, Any]) -> str:
                 f"{med['channels_cold']:.2f}",
                 f"{result['channels_cold_added_us']:.2f}",
                 f"{result['ratio_to_channels_cold']:.2f}",
+            ]
+        )
+    rows.append(
+        [
+            "fresh header objects: asgi-ws-handshake, accepted",
+            f"{med['fresh_ours']:.2f}",
+            f"{result['fresh_ours_added_us']:.2f}",
+            "",
+        ]
+    )
+    if "fresh_channels" in med:
+        rows.append(
+            [
+                "fresh header objects: Channels OriginValidator, accepted",
+                f"{med['fresh_channels']:.2f}",
+                f"{result['fresh_channels_added_us']:.2f}",
+                f"{result['fresh_ratio_to_channels']:.2f}",
             ]
         )
     rows += [

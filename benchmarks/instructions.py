@@ -1,18 +1,37 @@
 """CPU instructions per handshake, counted by valgrind: deterministic where wall clocks wobble.
 
 Each variant runs in its own process under ``valgrind --tool=cachegrind --cache-sim=no``
-twice, with the same process layout: the same imports, the same scopes built, the same warm-up
-handshakes, then either ``N`` more handshakes or none. The difference of the two totals over
-``N`` is the instructions one handshake costs, start-up and warm-up cancelled out. Keys are
-drawn from a seeded generator and ``PYTHONHASHSEED`` is fixed, so a rerun counts the same.
+twice, with the same process layout: the same imports, the same scopes built, the same
+``--warm`` handshakes, then either ``--count`` more handshakes or none. The difference of the
+two totals over the count is the instructions one call costs, start-up and warm-up cancelled
+out. Keys come from a seeded generator and ``PYTHONHASHSEED`` is fixed, so a rerun counts the
+same (to a few instructions per call). Runs go two at a time (a count does not depend on load).
 
-Variants (``benchmarks.inprocess`` builds the apps and scopes; all see identical scopes):
-``bare`` (the app alone), ``ours`` (the full policy, key store, event in a ``MemorySink``),
-``channels`` (Django Channels' ``OriginValidator``, origin only), ``ours_refused`` (a
-cross-site handshake, 403), and ``http_bare`` / ``http_ours`` (an ``http`` scope).
-Reported: instructions added over the bare app, and ours / Channels (target <= 0.5).
+Variants (``VARIANTS``; ``benchmarks.inprocess`` builds the apps and scopes), each with the
+variant its "added" is measured against:
 
-    python -m benchmarks.instructions [--quick] [--count N] [--json PATH]
+- ``bare``, ``ours``, ``channels``, ``ours_refused``, ``floor``: the scopes the issue
+  measured (header names and values literal ``bytes`` constants, shared by every scope, so
+  their hashes are cached after the first handshake): the bare app; the full policy with
+  the key store and the event in a ``MemorySink``; Django Channels' ``OriginValidator``
+  (origin only); a cross-site handshake refused with a 403; ``benchmarks.floor``, the
+  mandatory steps with no safety (a lower bound, not a middleware).
+- ``fresh_bare``, ``fresh_ours``, ``fresh_channels``: the same with every header name and
+  value a new ``bytes`` per request, as servers build them (nothing hashed yet).
+- ``http_bare``, ``http_ours``, ``http_class``: an ``http`` scope through the bare app, the
+  middleware, and a do-nothing middleware class (the yardstick: one extra call).
+
+Adding a variant: one function decorated with ``@variant(name, label, baseline=...)``
+returning the app and the scope factory (of a key); nothing else changes.
+
+    python -m benchmarks.instructions [--quick] [--count N] [--warm N] [--variants a,b]
+        [--callgrind DIR] [--json PATH]
+
+One variant by hand (what the benchmark runs; the difference over 3000 is the count)::
+
+    PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no \\
+        python -m benchmarks.instructions --driver ours --warm 300 --count 3000 --measured 3000
+    ... the same with --measured 0
 """
 
 from __future__ import annotations
@@ -20,21 +39,194 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
+import gc
 import os
 import random
-import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from benchmarks import valgrind
 from benchmarks.common import ROOT, emit, parser, table, verdict
 
-WARM = 300  # handshakes before the measured ones: caches and stores in their steady state
-FULL_COUNT = 3000
-QUICK_COUNT = 200
-_IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+#: (warm, count)
+FULL = (1200, 3000)
+QUICK = (10, 30)
+#: What ``--quick`` counts (a smoke run: two valgrind processes per variant; every variant
+#: is also driven without valgrind by the tests).
+QUICK_VARIANTS = ("bare", "ours", "channels")
+
+Build = Callable[[], tuple[Callable[..., Any], Callable[[str], Any]]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    build: Build  # () -> (the ASGI app, the scope factory of a key)
+    baseline: str | None  # the variant whose count "added" is measured against
+    answer: str  # the first message each call sends (checked by ``smoke``)
+
+
+VARIANTS: dict[str, Variant] = {}
+
+
+def variant(
+    name: str, label: str, baseline: str | None = None, answer: str = "websocket.accept"
+) -> Callable[[Build], Build]:
+    """Register a variant (see the module docstring)."""
+
+    def register(build: Build) -> Build:
+        VARIANTS[name] = Variant(label, build, baseline, answer)
+        return build
+
+    return register
+
+
+def _channels() -> Any:
+    from benchmarks import inprocess
+
+    validator = inprocess.channels_validator()
+    if validator is None:
+        raise SystemExit("channels is not installed")
+    return validator
+
+
+# -- the scopes the issue measured: literal header constants
+
+
+@variant("bare", "bare app, accepted handshake")
+def _bare() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.minimal_app, inprocess.websocket_scope
+
+
+@variant("ours", "asgi-ws-handshake full policy, accepted", baseline="bare")
+def _ours() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.guarded(), inprocess.websocket_scope
+
+
+@variant("channels", "Channels OriginValidator (origin only), accepted", baseline="bare")
+def _channels_variant() -> Any:
+    from benchmarks import inprocess
+
+    return _channels(), inprocess.websocket_scope
+
+
+@variant(
+    "ours_refused",
+    "asgi-ws-handshake, refused (403, app not called)",
+    baseline="bare",
+    answer="websocket.http.response.start 403",
+)
+def _ours_refused() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.guarded(), lambda key: inprocess.websocket_scope(
+        key, origin="https://evil.example.net"
+    )
+
+
+@variant("floor", "floor: mandatory steps inlined, no safety (not usable)", baseline="bare")
+def _floor() -> Any:
+    from benchmarks import inprocess
+    from benchmarks.floor import Floor
+
+    return Floor(inprocess.minimal_app, inprocess.full_policy()), inprocess.websocket_scope
+
+
+# -- fresh header objects, as servers build them
+
+
+@variant("fresh_bare", "fresh header objects: bare app")
+def _fresh_bare() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.minimal_app, inprocess.fresh_websocket_scope
+
+
+@variant("fresh_ours", "fresh header objects: asgi-ws-handshake", baseline="fresh_bare")
+def _fresh_ours() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.guarded(), inprocess.fresh_websocket_scope
+
+
+@variant("fresh_channels", "fresh header objects: Channels", baseline="fresh_bare")
+def _fresh_channels() -> Any:
+    from benchmarks import inprocess
+
+    return _channels(), inprocess.fresh_websocket_scope
+
+
+# -- http scopes passing through
+
+_HTTP = "http.response.start 204"
+
+
+@variant("http_bare", "bare app, http request", answer=_HTTP)
+def _http_bare() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.minimal_app, lambda key: inprocess.http_scope()
+
+
+@variant("http_ours", "asgi-ws-handshake, http request", baseline="http_bare", answer=_HTTP)
+def _http_ours() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.guarded(), lambda key: inprocess.http_scope()
+
+
+@variant(
+    "http_class",
+    "one do-nothing middleware class, http request",
+    baseline="http_bare",
+    answer=_HTTP,
+)
+def _http_class() -> Any:
+    from benchmarks import inprocess
+
+    return inprocess.Passthrough(inprocess.minimal_app), lambda key: inprocess.http_scope()
+
+
+# -- where the instructions go: the middleware's steps added one at a time (benchmarks.steps)
+
+
+def _step(upto: int) -> Build:
+    def build() -> Any:
+        from benchmarks import inprocess, steps
+
+        return steps.pipeline(upto), inprocess.websocket_scope
+
+    return build
+
+
+_previous = "bare"
+for _upto, _name in enumerate(("scope", "evaluate", "store", "event"), start=1):
+    variant(f"step_{_name}", f"bare app + steps to {_name!r}", baseline=_previous)(_step(_upto))
+    _previous = f"step_{_name}"
+
+
+#: Ratios of added instructions reported: name -> (numerator, denominator, target or None).
+RATIOS: dict[str, tuple[str, str, float | None]] = {
+    "ratio_to_channels": ("ours", "channels", 0.5),
+    "fresh_ratio_to_channels": ("fresh_ours", "fresh_channels", 0.5),
+    "floor_ratio_to_channels": ("floor", "channels", None),
+    "http_ratio_to_class": ("http_ours", "http_class", 1.0),
+}
+RATIO_LABELS = {
+    "ratio_to_channels": "ours / Channels added",
+    "fresh_ratio_to_channels": "fresh header objects: ours / Channels added",
+    "floor_ratio_to_channels": "floor / Channels added",
+    "http_ratio_to_class": "http: ours / one middleware class added",
+}
 
 
 def _keys(count: int) -> list[str]:
@@ -42,120 +234,132 @@ def _keys(count: int) -> list[str]:
     return [base64.b64encode(rng.randbytes(16)).decode() for _ in range(count)]
 
 
-def _variant(name: str) -> tuple[Callable[..., Any], Callable[[str], Any]]:
-    """The ASGI app and the scope factory (of a key) for one variant."""
-    from benchmarks import inprocess
+def driver(name: str, warm: int, count: int, measured: int) -> None:
+    """Build ``warm + count`` scopes, run ``warm`` calls, then ``measured`` (count or 0) more."""
+    app, make_scope = VARIANTS[name].build()
+    scopes = [make_scope(key) for key in _keys(warm + count)]
 
-    if name == "bare":
-        return inprocess.minimal_app, inprocess.websocket_scope
-    if name == "ours":
-        return inprocess.guarded(), inprocess.websocket_scope
-    if name == "ours_refused":
-        return inprocess.guarded(), lambda key: inprocess.websocket_scope(
-            key, origin="https://evil.example.net"
-        )
-    if name == "channels":
-        validator = inprocess.channels_validator()
-        if validator is None:
-            raise SystemExit("channels is not installed")
-        return validator, inprocess.websocket_scope
-    if name == "http_bare":
-        return inprocess.minimal_app, lambda key: inprocess.http_scope()
-    if name == "http_ours":
-        return inprocess.guarded(), lambda key: inprocess.http_scope()
-    raise SystemExit(f"unknown variant {name!r}")
+    async def calls(todo: list[Any]) -> None:
+        from benchmarks.inprocess import receive, send
 
-
-VARIANTS = ("bare", "ours", "channels", "ours_refused", "http_bare", "http_ours")
-
-
-def driver(name: str, count: int, measured: int) -> None:
-    """Build ``WARM + count`` scopes, run the warm-up, then ``measured`` (count or 0) more."""
-    from benchmarks import inprocess
-
-    app, make_scope = _variant(name)
-    scopes = [make_scope(key) for key in _keys(WARM + count)]
-
-    async def calls() -> None:
-        receive, send = inprocess.receive, inprocess.send
-        for scope in scopes[: WARM + measured]:
+        for scope in todo:
             await app(scope, receive, send)
 
-    asyncio.new_event_loop().run_until_complete(calls())
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(calls(scopes[:warm]))
+    # Everything built so far (the scopes above all) leaves the collector's view: collections
+    # during the measured calls traverse what those calls create and keep, not the
+    # benchmark's own heap, whose size would decide when a full collection falls.
+    gc.collect()
+    gc.freeze()
+    loop.run_until_complete(calls(scopes[warm : warm + measured]))
+    # No teardown: the interpreter's final collections would traverse whatever the measured
+    # calls left alive (a full sink's events), a cost no server pays per handshake.
+    sys.stdout.flush()
+    os._exit(0)
 
 
-def count_instructions(name: str, count: int, measured: int) -> int:
+def smoke(calls: int = 3) -> dict[str, list[str]]:
+    """Drive every variant a few times without valgrind: what each call answered first."""
+    from benchmarks.inprocess import receive
+
+    loop = asyncio.new_event_loop()
+    answers: dict[str, list[str]] = {}
+    for name, spec in VARIANTS.items():
+        app, make_scope = spec.build()
+        answers[name] = []
+        for key in _keys(calls):
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+                sent.append(message)
+
+            loop.run_until_complete(app(make_scope(key), receive, send))
+            first = sent[0] if sent else {}
+            status = first.get("status")
+            answers[name].append(f"{first.get('type')}{'' if status is None else f' {status}'}")
+    loop.close()
+    return answers
+
+
+def count_instructions(name: str, warm: int, count: int, measured: int) -> int:
     """Total instructions of one driver process under cachegrind."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     argv = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
+        *valgrind.command(f"{name}.{measured}"),
         sys.executable,
         "-m",
         "benchmarks.instructions",
         "--driver",
         name,
+        "--warm",
+        str(warm),
         "--count",
         str(count),
         "--measured",
         str(measured),
     ]
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    found = _IREFS.search(done.stderr)
+    done = subprocess.run(
+        argv, cwd=ROOT, env=valgrind.environment(), capture_output=True, text=True, timeout=900
+    )
+    found = valgrind.total(done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"valgrind run of {name!r} failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return found
 
 
-def per_handshake(name: str, count: int) -> float:
-    """Instructions one handshake of ``name`` costs: (N handshakes - 0 handshakes) / N."""
-    return (count_instructions(name, count, count) - count_instructions(name, count, 0)) / count
-
-
-def run(count: int, variants: Sequence[str] = VARIANTS) -> dict[str, Any]:
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    per = {name: per_handshake(name, count) for name in variants}
-    result: dict[str, Any] = {"benchmark": "instructions", "count": count, "per_call": per}
-    if "bare" in per:
-        result["added"] = added = {
-            name: per[name] - per["bare"]
-            for name in per
-            if name in ("ours", "channels", "ours_refused")
-        }
-        if "ours" in added and "channels" in added:
-            result["ratio_to_channels"] = added["ours"] / added["channels"]
-    if "http_bare" in per and "http_ours" in per:
-        result["http_added"] = per["http_ours"] - per["http_bare"]
+def run(warm: int, count: int, variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Any]:
+    valgrind.require()
+    valgrind.precompile()
+    unknown = [name for name in variants if name not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    jobs: dict[tuple[str, int], Callable[[], int]] = {
+        (name, measured): functools.partial(count_instructions, name, warm, count, measured)
+        for name in variants
+        for measured in (count, 0)
+    }
+    totals = valgrind.side_by_side(jobs)
+    per = {name: (totals[name, count] - totals[name, 0]) / count for name in variants}
+    added = {
+        name: per[name] - per[base]
+        for name in per
+        if (base := VARIANTS[name].baseline) is not None and base in per
+    }
+    result: dict[str, Any] = {
+        "benchmark": "instructions",
+        "warm": warm,
+        "count": count,
+        "per_call": per,
+        "added": added,
+    }
+    for key, (top, bottom, _) in RATIOS.items():
+        if top in added and bottom in added:
+            result[key] = added[top] / added[bottom]
+    if "ours" in per and "step_event" in per:
+        result["middleware_own"] = per["ours"] - per["step_event"]
     return result
 
 
 def render(result: dict[str, Any]) -> str:
-    per, added = result["per_call"], result.get("added", {})
-    labels = {
-        "bare": "bare app, accepted handshake",
-        "ours": "asgi-ws-handshake full policy, accepted",
-        "channels": "Channels OriginValidator (origin only), accepted",
-        "ours_refused": "asgi-ws-handshake, refused (403, app not called)",
-        "http_bare": "bare app, http request",
-        "http_ours": "asgi-ws-handshake, http request",
-    }
+    per, added = result["per_call"], result["added"]
     rows: list[list[object]] = []
     for name, value in per.items():
         extra = added.get(name)
-        if name == "http_ours" and "http_added" in result:
-            extra = result["http_added"]
-        rows.append([labels[name], f"{value:,.0f}", "" if extra is None else f"{extra:,.0f}"])
-    if "ratio_to_channels" in result:
-        ratio = result["ratio_to_channels"]
         rows.append(
-            ["ours / Channels added (target <= 0.5)", "", f"{ratio:.2f} {verdict(ratio <= 0.5)}"]
+            [VARIANTS[name].label, f"{value:,.0f}", "" if extra is None else f"{extra:,.0f}"]
         )
+    if "middleware_own" in result:
+        own = f"{result['middleware_own']:,.0f}"
+        rows.append(["the middleware's own (ours - steps to 'event')", "", own])
+    for key, (_, _, target) in RATIOS.items():
+        if key in result:
+            ratio = result[key]
+            mark = "" if target is None else f" (target <= {target}: {verdict(ratio <= target)})"
+            rows.append([RATIO_LABELS[key], "", f"{ratio:.2f}{mark}"])
     head = (
-        f"CPU instructions per call under valgrind (cachegrind --cache-sim=no), "
-        f"{result['count']} calls after {WARM} warm-up, difference of N and 0 in one layout"
+        "CPU instructions per call under valgrind (cachegrind --cache-sim=no), "
+        f"{result['count']} calls after {result['warm']} warm-up, difference of N and 0 "
+        "in one layout"
     )
     return head + "\n" + table(["variant", "instructions/call", "added"], rows)
 
@@ -164,18 +368,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if "--driver" in args_list:
         driven = argparse.ArgumentParser()
-        driven.add_argument("--driver", required=True)
+        driven.add_argument("--driver", required=True, choices=list(VARIANTS))
+        driven.add_argument("--warm", type=int, default=FULL[0])
         driven.add_argument("--count", type=int, required=True)
         driven.add_argument("--measured", type=int, required=True)
         got = driven.parse_args(args_list)
-        driver(got.driver, got.count, got.measured)
+        driver(got.driver, got.warm, got.count, got.measured)
         return
+    if args_list == ["--smoke"]:  # every variant driven without valgrind (the tests' check)
+        wrong = 0
+        for name, answers in smoke().items():
+            ok = set(answers) == {VARIANTS[name].answer}
+            wrong += not ok
+            print(f"{name}: {', '.join(answers)} {'ok' if ok else 'UNEXPECTED'}")
+        raise SystemExit(1 if wrong else 0)
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--count", type=int, default=FULL_COUNT)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--warm", type=int, default=FULL[0])
+    p.add_argument("--count", type=int, default=FULL[1])
+    p.add_argument("--variants", help=f"default: all ({', '.join(VARIANTS)})")
+    p.add_argument("--callgrind", metavar="DIR", help="keep callgrind profiles in DIR")
     args = p.parse_args(args_list)
-    count = QUICK_COUNT if args.quick else args.count
-    result = run(count, [v for v in args.variants.split(",") if v])
+    if args.callgrind:
+        valgrind.PROFILES = Path(args.callgrind)
+    warm, count = QUICK if args.quick else (args.warm, args.count)
+    chosen = QUICK_VARIANTS if args.quick else tuple(VARIANTS)
+    if args.variants:
+        chosen = tuple(v for v in args.variants.split(",") if v)
+    result = run(warm, count, chosen)
     emit(result, render(result), args.json)
 
 

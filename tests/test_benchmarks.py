@@ -1,8 +1,13 @@
-"""The benchmarks' quick modes run and print well-formed tables and JSON (never timed)."""
+"""The benchmarks' quick modes run and print well-formed tables and JSON (never timed).
+
+The instruction counts run under valgrind (tests/run.sh installs it); without it these tests
+fail and say so.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import run_all
+from benchmarks import instructions, run_all
 from tests.support import ROOT
 
 END_TO_END = [
@@ -32,7 +37,10 @@ BENCHMARKS = {
     "handshakes": END_TO_END,
     "messages": END_TO_END,
     "memory": ["bytes_per_key", "burst"],
+    "instructions": ["per_call", "added", "ratio_to_channels"],
+    "server_instructions": ["per_connection", "added", "added_fraction", "ratio_to_channels"],
 }
+VALGRIND = "valgrind is not installed: tests/run.sh installs it (Debian: apt-get install valgrind)"
 
 
 def run_quick(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
@@ -42,7 +50,7 @@ def run_quick(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -71,8 +79,13 @@ def numbers(value: Any) -> list[float]:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict[str, Any]]]:
+    assert shutil.which("valgrind"), VALGRIND
     tmp = tmp_path_factory.mktemp("bench")
     return {name: run_quick(name, tmp) for name in BENCHMARKS}
+
+
+def test_valgrind_is_installed() -> None:
+    assert shutil.which("valgrind"), VALGRIND
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
@@ -124,3 +137,69 @@ def test_readme_section_goes_between_the_markers_only(
     assert text == f"{before}{run_all.START}\n{section}\n{run_all.END}{after}"
     assert_table(section)
     assert run_all.COMMAND in section
+
+
+def test_instruction_counts_compare_ours_with_the_bare_app_and_channels(
+    results: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    stdout, data = results["instructions"]
+    per, added = data["per_call"], data["added"]
+    assert set(per) == set(instructions.QUICK_VARIANTS)
+    # A handshake through either guard costs many times the bare app's few thousand.
+    assert per["ours"] > 5 * per["bare"] > 0, per
+    assert per["channels"] > 5 * per["bare"], per
+    assert added["ours"] == pytest.approx(per["ours"] - per["bare"])
+    assert data["ratio_to_channels"] == pytest.approx(added["ours"] / added["channels"])
+    assert "ours / Channels added" in stdout
+
+
+def test_server_instruction_counts_report_uvicorns_own_and_the_guards(
+    results: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    stdout, data = results["server_instructions"]
+    per, added = data["per_connection"], data["added"]
+    assert set(per) == {"bare", "guarded", "channels"}
+    # uvicorn's own work per connection is far above the guard's (hundreds of thousands).
+    assert per["bare"] > 300_000, per
+    assert 0 < added["guarded"] < per["bare"], added
+    assert data["added_fraction"]["guarded"] == pytest.approx(added["guarded"] / per["bare"])
+    assert "uvicorn's own work per connection" in stdout
+
+
+def test_every_instruction_variant_runs_and_answers_as_labelled() -> None:
+    """Each registered variant, driven without valgrind: accepts, refuses or passes through."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.instructions", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert set(lines) == set(instructions.VARIANTS)
+    assert all(line.endswith(" ok") for line in lines.values()), proc.stdout
+    assert lines["ours_refused"].startswith("websocket.http.response.start 403")
+
+
+def test_readme_breakdown_adds_up_to_ours() -> None:
+    """The steps table: each step's share, the middleware's own the rest, summing to ours."""
+    per = {
+        "bare": 1000.0,
+        "ours": 9000.0,
+        "step_scope": 3000.0,
+        "step_evaluate": 4000.0,
+        "step_store": 5500.0,
+        "step_event": 7000.0,
+    }
+    baselines = {name: spec.baseline for name, spec in instructions.VARIANTS.items()}
+    added = {
+        name: per[name] - per[base] for name, base in baselines.items() if name in per and base
+    }
+    text = run_all.breakdown({"added": added, "middleware_own": per["ours"] - per["step_event"]})
+    assert text is not None
+    assert_table(text)
+    cells = [row.split("|")[2].strip() for row in text.splitlines()[2:]]
+    assert cells == ["2,000", "1,000", "1,500", "1,500", "2,000", "8,000"]
+    assert run_all.breakdown({"added": {"ours": 1.0}}) is None
