@@ -7,6 +7,15 @@ two totals over the count is the instructions one call costs, start-up and warm-
 out. Keys come from a seeded generator and ``PYTHONHASHSEED`` is fixed, so a rerun counts the
 same (to a few instructions per call). Runs go two at a time (a count does not depend on load).
 
+What a server would not pay per handshake is kept out: the warm-up (default 1,200) fills the
+``MemorySink`` (1,000 events) and every cache, so the measured calls find them in their steady
+state; after it, the collector is told to ignore everything built so far (``gc.freeze``), so
+collections traverse what the calls create and keep, not the benchmark's thousands of
+prepared scopes (whose size would decide when a full collection falls); and the process ends
+with ``os._exit`` after the calls, skipping the interpreter's teardown. What remains is
+CPython's granularity: the young collections fall every few hundred handshakes, so N=1,000
+and N=3,000 agree to about 2%.
+
 Variants (``VARIANTS``; ``benchmarks.inprocess`` builds the apps and scopes), each with the
 variant its "added" is measured against:
 
@@ -20,17 +29,22 @@ variant its "added" is measured against:
   value a new ``bytes`` per request, as servers build them (nothing hashed yet).
 - ``http_bare``, ``http_ours``, ``http_class``: an ``http`` scope through the bare app, the
   middleware, and a do-nothing middleware class (the yardstick: one extra call).
+- ``step_scope``, ``step_evaluate``, ``step_store``, ``step_event``: the bare app with the
+  middleware's steps done before it, one more each (``benchmarks.steps``), each measured
+  against the one before; ``ours`` minus the last is the middleware's own work.
 
-Adding a variant: one function decorated with ``@variant(name, label, baseline=...)``
-returning the app and the scope factory (of a key); nothing else changes.
+Adding a variant: one function decorated with ``@variant(name, label, baseline=...,
+answer=...)`` returning the app and the scope factory (of a key); nothing else changes.
+``--smoke`` drives every variant without valgrind and checks its first answer.
 
     python -m benchmarks.instructions [--quick] [--count N] [--warm N] [--variants a,b]
         [--callgrind DIR] [--json PATH]
 
-One variant by hand (what the benchmark runs; the difference over 3000 is the count)::
+One variant by hand (what the benchmark runs; the difference of the two over 3000 is the
+count; ``--callgrind DIR`` keeps profiles of both to compare with ``callgrind_annotate``)::
 
-    PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no \\
-        python -m benchmarks.instructions --driver ours --warm 300 --count 3000 --measured 3000
+    PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 valgrind --tool=cachegrind --cache-sim=no \\
+        python -m benchmarks.instructions --driver ours --warm 1200 --count 3000 --measured 3000
     ... the same with --measured 0
 """
 

@@ -1,20 +1,28 @@
 """End to end, counted: the uvicorn server process's CPU instructions per handshake, under valgrind.
 
 Each variant's server (``benchmarks.apps:bare``, ``:guarded``, ``:channels_validator``) runs
-under ``valgrind --tool=cachegrind --cache-sim=no`` twice with the same layout: start-up, one
-readiness connection, ``--warm`` connections, then ``--count`` more or none, then SIGINT (so
-valgrind writes its totals) and uvicorn's graceful shutdown. The difference of the two totals
-over ``--count`` is what one connection costs the server process: uvicorn's parsing, the
-asyncio plumbing, the app and, for ``guarded`` and ``channels``, the guard. This process is
-the client and is not counted.
+under ``valgrind --tool=cachegrind --cache-sim=no`` twice with the same layout: start-up, a
+readiness probe and one first connection, ``--warm`` connections, then ``--count`` more or
+none, then SIGINT and uvicorn's graceful shutdown. The difference of the two totals over
+``--count`` is what one connection costs the server process: uvicorn's parsing, the asyncio
+plumbing, the app and, for ``guarded`` and ``channels``, the guard. This process is the
+client and is not counted.
 
 A connection here: open a socket, send the upgrade request, read the 101, send a close frame
-and read until the server closes (so the server finishes one before the next starts). Same
-keys in the same order in both runs, ``PYTHONHASHSEED=0``, one worker, ``--ws
-websockets-sansio``, no access log, no lifespan. uvicorn's main loop wakes every 0.1 s (a
-wall-clock tick: the slower run would count more of them), so the server runs without it
-(``TicklessServer``: the same ``uvicorn.Server``, its main loop waiting for the signal
-instead); everything a connection does is uvicorn's own code.
+and read until the server closes, one connection at a time, the client pausing before each
+step so that the server is idle when it arrives (its event loop then runs the same
+iterations in every run). Same keys in the same order in both runs, ``PYTHONHASHSEED=0``,
+one worker, ``--ws websockets-sansio``, no access log, no lifespan. Reruns agree to a few
+hundred instructions per connection; the count of N=500 and N=1000 to a few percent (when
+the collector runs is a step function of the allocations).
+
+Three things would otherwise count what a server does not pay per handshake: uvicorn's main
+loop wakes every 0.1 s (a wall-clock tick: the slower run would count more of them), so the
+server runs without it (``TicklessServer``: the same ``uvicorn.Server``, its main loop
+waiting for the signal instead); the warm-up (default 1,100) fills the guarded app's
+``MemorySink`` (1,000 events), so that the measured connections find it in its steady state;
+and the process ends with ``os._exit`` once uvicorn has shut down, skipping the
+interpreter's teardown (in both runs).
 
 Reported: instructions per connection for each variant, the guard's added over bare (ours,
 Channels), their ratio, and what fraction of the bare server's work the guard adds.
