@@ -373,6 +373,7 @@ class _Connection(StoreChecks):
         try:
             await self.send_(message)
         except BaseException:
+            self.state = _ANSWERED  # never opened: no CloseEvent follows this handshake's event
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left while accepting")
             raise
         self.audit(Outcome.ACCEPTED, None, 101, selected=subprotocol)
