@@ -80,22 +80,21 @@ async def telemetry(request: Request) -> JSONResponse:
         }
         for span in spans.get_finished_spans()
     ]
-    points: list[dict[str, Any]] = []
     data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data is not None else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    points.append(
-                        {
-                            "name": metric.name,
-                            "scope": scope.scope.name,
-                            "attributes": dict(point.attributes or {}),
-                            "value": getattr(point, "value", None),
-                            "count": getattr(point, "count", None),
-                            "sum": getattr(point, "sum", None),
-                        }
-                    )
+    points = [
+        {
+            "name": metric.name,
+            "scope": scope.scope.name,
+            "attributes": dict(point.attributes or {}),
+            "value": getattr(point, "value", None),
+            "count": getattr(point, "count", None),
+            "sum": getattr(point, "sum", None),
+        }
+        for resource in (data.resource_metrics if data is not None else ())
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    ]
     return JSONResponse({"spans": recorded, "metrics": points})
 
 
