@@ -30,7 +30,7 @@ from .audit import (
     Outcome,
     Redactor,
 )
-from .checks import StoreChecks
+from .checks import KeyBacklog, StoreChecks
 from .decision import Accept, Reason, Reject, refusal
 from .delivery import Auditor
 from .policy import HandshakePolicy
@@ -137,6 +137,8 @@ class HandshakeMiddleware:
             sinks = audit
         self.auditor = Auditor(sinks, fail_closed=audit_fail_closed, timeout=audit_timeout)
         self.store: HandshakeStore = store if store is not None else MemoryStore()
+        #: Keys the store missed during an outage, remembered once it answers again.
+        self.backlog = KeyBacklog()
         self.redact = Redactor(redact_subprotocols)
         self.clock = clock
         self.drain_timeout = drain_timeout
@@ -172,7 +174,7 @@ class HandshakeMiddleware:
                     Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}"
                 )
             if type(decision) is Accept and policy.stateful:
-                checked = conn.check(self.store, policy, decision, request)
+                checked = conn.check(self.store, policy, decision, request, self.backlog)
                 if type(checked) is Accept or type(checked) is Reject:
                     decision = checked
                 else:  # the store suspended: wait for its answers
