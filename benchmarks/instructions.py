@@ -10,7 +10,12 @@ Variants (``benchmarks.inprocess`` builds the apps and scopes; all see identical
 ``bare`` (the app alone), ``ours`` (the full policy, key store, event in a ``MemorySink``),
 ``channels`` (Django Channels' ``OriginValidator``, origin only), ``ours_refused`` (a
 cross-site handshake, 403), and ``http_bare`` / ``http_ours`` (an ``http`` scope).
-Reported: instructions added over the bare app, and ours / Channels (target <= 0.5).
+The integrations, each beside ``ours``'s sink: ``ours_prometheus`` (a ``PrometheusSink``),
+``ours_otel_noop`` (an ``OpenTelemetrySink`` with no SDK configured: the API's no-op),
+``ours_otel_sdk`` (the SDK recording spans and metrics, exporting nothing: the cost paid in
+the handshake's task; exporters work in their own threads).
+Reported: instructions added over the bare app (the integrations: over ``ours``), and
+ours / Channels (target <= 0.5).
 
     python -m benchmarks.instructions [--quick] [--count N] [--json PATH]
 """
@@ -59,6 +64,8 @@ def _variant(name: str) -> tuple[Callable[..., Any], Callable[[str], Any]]:
         if validator is None:
             raise SystemExit("channels is not installed")
         return validator, inprocess.websocket_scope
+    if name in INTEGRATIONS:
+        return _integrated(name), inprocess.websocket_scope
     if name == "http_bare":
         return inprocess.minimal_app, lambda key: inprocess.http_scope()
     if name == "http_ours":
@@ -67,6 +74,42 @@ def _variant(name: str) -> tuple[Callable[..., Any], Callable[[str], Any]]:
 
 
 VARIANTS = ("bare", "ours", "channels", "ours_refused", "http_bare", "http_ours")
+INTEGRATIONS = ("ours_prometheus", "ours_otel_noop", "ours_otel_sdk")
+
+
+def _integrated(name: str) -> Callable[..., Any]:
+    """``ours`` with one more sink: the integration ``name``."""
+    from asgi_ws_handshake import HandshakeMiddleware, MemorySink, MemoryStore
+    from benchmarks import inprocess
+
+    sink: Any
+    if name == "ours_prometheus":
+        from prometheus_client import CollectorRegistry
+
+        from asgi_ws_handshake.metrics import PrometheusSink
+
+        sink = PrometheusSink(CollectorRegistry())
+    elif name == "ours_otel_noop":
+        from asgi_ws_handshake.otel import OpenTelemetrySink
+
+        sink = OpenTelemetrySink()
+    else:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from asgi_ws_handshake.otel import OpenTelemetrySink
+
+        sink = OpenTelemetrySink(
+            tracer_provider=TracerProvider(),
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        )
+    return HandshakeMiddleware(
+        inprocess.minimal_app,
+        policy=inprocess.full_policy(),
+        audit=[MemorySink(), sink],
+        store=MemoryStore(),
+    )
 
 
 def driver(name: str, count: int, measured: int) -> None:
@@ -114,7 +157,7 @@ def per_handshake(name: str, count: int) -> float:
     return (count_instructions(name, count, count) - count_instructions(name, count, 0)) / count
 
 
-def run(count: int, variants: Sequence[str] = VARIANTS) -> dict[str, Any]:
+def run(count: int, variants: Sequence[str] = (*VARIANTS, *INTEGRATIONS)) -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     per = {name: per_handshake(name, count) for name in variants}
@@ -127,6 +170,10 @@ def run(count: int, variants: Sequence[str] = VARIANTS) -> dict[str, Any]:
         }
         if "ours" in added and "channels" in added:
             result["ratio_to_channels"] = added["ours"] / added["channels"]
+    if "ours" in per:
+        integrations = {name: per[name] - per["ours"] for name in per if name in INTEGRATIONS}
+        if integrations:
+            result["integration_added"] = integrations
     if "http_bare" in per and "http_ours" in per:
         result["http_added"] = per["http_ours"] - per["http_bare"]
     return result
@@ -141,7 +188,11 @@ def render(result: dict[str, Any]) -> str:
         "ours_refused": "asgi-ws-handshake, refused (403, app not called)",
         "http_bare": "bare app, http request",
         "http_ours": "asgi-ws-handshake, http request",
+        "ours_prometheus": "ours + PrometheusSink (added over ours)",
+        "ours_otel_noop": "ours + OpenTelemetrySink, no SDK (added over ours)",
+        "ours_otel_sdk": "ours + OpenTelemetrySink, SDK recording (added over ours)",
     }
+    added = {**added, **result.get("integration_added", {})}
     rows: list[list[object]] = []
     for name, value in per.items():
         extra = added.get(name)
@@ -172,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--count", type=int, default=FULL_COUNT)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join((*VARIANTS, *INTEGRATIONS)))
     args = p.parse_args(args_list)
     count = QUICK_COUNT if args.quick else args.count
     result = run(count, [v for v in args.variants.split(",") if v])
