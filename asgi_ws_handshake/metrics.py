@@ -34,6 +34,7 @@ LIFETIME_BUCKETS = (0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0,
 # the ranges for libraries (3000-3999) and private use (4000-4999) fold into one value each,
 # so a client choosing its close code cannot mint label values.
 _REGISTERED = frozenset(range(1000, 1016))
+_CHILDREN = 1024  # label sets whose children a sink keeps at hand
 
 
 def close_code_label(code: int | None) -> str:
@@ -131,25 +132,57 @@ class PrometheusSink:
             "Audit events a sink never received (a full queue, too many pending, shutdown)",
             **kwargs,
         )
+        self._handshake_children: dict[tuple[Any, ...], Any] = {}
+        self._close_children: dict[tuple[Any, ...], Any] = {}
 
     def __call__(self, event: AuditEvent) -> None:
-        outcome = event.outcome
-        route = event.route
-        status = event.status
-        self.handshakes.labels(
-            outcome, event.reason or "", route, "" if status is None else str(status)
-        ).inc()
-        self.duration.labels(outcome, route).observe(event.duration)
-        if outcome is Outcome.ACCEPTED:
-            self.open.labels(route).inc()
+        key = (event.outcome, event.reason, event.route, event.status)
+        children = self._handshake_children.get(key)
+        if children is None:
+            children = self._handshake_children_for(key)
+        counted, timed, opened = children
+        counted.inc()
+        timed.observe(event.duration)
+        if opened is not None:
+            opened.inc()
 
     def closed(self, event: CloseEvent) -> None:
         """The end of an accepted connection (the middleware calls it once per accept)."""
-        route = event.route
-        self.open.labels(route).dec()
-        self.lifetime.labels(route, close_code_label(event.code), event.closed_by).observe(
-            event.lifetime
+        key = (event.route, event.code, event.closed_by)
+        children = self._close_children.get(key)
+        if children is None:
+            children = self._close_children_for(key)
+        opened, lived = children
+        opened.dec()
+        lived.observe(event.lifetime)
+
+    # prometheus_client's ``labels()`` validates and locks on every call; the children of
+    # each label set are looked up once and kept (the label sets are bounded; so is this).
+
+    def _handshake_children_for(self, key: tuple[Outcome, str | None, str, int | None]) -> Any:
+        outcome, reason, route, status = key
+        children = (
+            self.handshakes.labels(
+                outcome, reason or "", route, "" if status is None else str(status)
+            ),
+            self.duration.labels(outcome, route),
+            self.open.labels(route) if outcome is Outcome.ACCEPTED else None,
         )
+        if len(self._handshake_children) >= _CHILDREN:
+            self._handshake_children.clear()
+        self._handshake_children[key] = children
+        return children
+
+    def _close_children_for(self, key: tuple[str, int | None, str]) -> Any:
+        route, code, closed_by = key
+        children = (
+            self.open.labels(route),
+            self.lifetime.labels(route, close_code_label(code), closed_by),
+        )
+        if len(self._close_children) >= _CHILDREN:
+            self._close_children.clear()
+        self._close_children[key] = children
+        return children
 
     def audit_problem(self, sink: object, exc: BaseException | None) -> None:
         """A sink failed (``exc``) or an event was dropped (None): the auditor tells us."""

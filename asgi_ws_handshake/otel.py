@@ -56,6 +56,7 @@ LIFETIME = "websocket.connection.lifetime"
 STATUS = "http.response.status_code"
 HTTP_ROUTE = "http.route"
 ERROR_TYPE = "error.type"
+_KEPT = 1024  # label sets whose attributes a sink keeps at hand
 
 
 class OpenTelemetrySink:
@@ -140,33 +141,34 @@ class OpenTelemetrySink:
             unit="{event}",
             description="Audit events a sink never received",
         )
+        self._handshake_attributes: dict[tuple[Any, ...], Any] = {}
+        self._close_attributes: dict[tuple[Any, ...], Any] = {}
 
     def __call__(self, event: AuditEvent) -> None:
-        outcome = event.outcome
-        route = event.route
-        counted: dict[str, AttributeValue] = {OUTCOME: outcome.value, ROUTE: route}
-        if event.reason is not None:
-            counted[REASON] = str(event.reason)
-        if event.status is not None:
-            counted[STATUS] = event.status
+        key = (event.outcome, event.reason, event.route, event.status)
+        known = self._handshake_attributes.get(key)
+        if known is None:
+            known = self._handshake_attributes_for(key)
+        counted, timed, route = known
         self.handshakes.add(1, counted)
-        self.duration.record(event.duration, {OUTCOME: outcome.value, ROUTE: route})
-        if outcome is Outcome.ACCEPTED:
-            self.connections.add(1, {ROUTE: route})
+        self.duration.record(event.duration, timed)
+        if route is not None:
+            self.connections.add(1, route)
         if self.tracer is not None:
             self._trace_handshake(event)
 
     def closed(self, event: CloseEvent) -> None:
         """The end of an accepted connection (the middleware calls it once per accept)."""
-        route = event.route
-        self.connections.add(-1, {ROUTE: route})
-        self.lifetime.record(
-            event.lifetime,
-            {ROUTE: route, CLOSE_CODE: close_code_label(event.code), CLOSED_BY: event.closed_by},
-        )
+        key = (event.route, event.code, event.closed_by)
+        known = self._close_attributes.get(key)
+        if known is None:
+            known = self._close_attributes_for(key)
+        route, lived = known
+        self.connections.add(-1, route)
+        self.lifetime.record(event.lifetime, lived)
         if self.tracer is not None:
-            span = self._server_span()
-            if span is not None:
+            span = self._trace.get_current_span()
+            if _is_server_span(self._trace, span):
                 span.set_attributes(
                     {
                         CLOSE_CODE: "none" if event.code is None else str(event.code),
@@ -180,30 +182,51 @@ class OpenTelemetrySink:
         """A sink failed (``exc``) or an event was dropped (None): the auditor tells us."""
         (self.audit_dropped if exc is None else self.audit_failures).add(1)
 
-    # -- spans
+    # The attributes of each (bounded) label set are built once and kept: the same dicts are
+    # handed to the meters every time (they are never changed once handed over).
 
-    def _server_span(self) -> Span | None:
-        """The current span when it is recording and a server span (or of unknown kind)."""
-        trace = self._trace
-        span = trace.get_current_span()
-        if not span.is_recording():
-            return None
-        kind = getattr(span, "kind", trace.SpanKind.SERVER)  # the API's Span has no kind
-        return span if kind is trace.SpanKind.SERVER else None
+    def _handshake_attributes_for(self, key: tuple[Outcome, str | None, str, int | None]) -> Any:
+        outcome, reason, route, status = key
+        counted: dict[str, AttributeValue] = {OUTCOME: outcome.value, ROUTE: route}
+        if reason is not None:
+            counted[REASON] = str(reason)
+        if status is not None:
+            counted[STATUS] = status
+        known = (
+            counted,
+            {OUTCOME: outcome.value, ROUTE: route},
+            {ROUTE: route} if outcome is Outcome.ACCEPTED else None,
+        )
+        if len(self._handshake_attributes) >= _KEPT:
+            self._handshake_attributes.clear()
+        self._handshake_attributes[key] = known
+        return known
+
+    def _close_attributes_for(self, key: tuple[str, int | None, str]) -> Any:
+        route, code, closed_by = key
+        known = (
+            {ROUTE: route},
+            {ROUTE: route, CLOSE_CODE: close_code_label(code), CLOSED_BY: closed_by},
+        )
+        if len(self._close_attributes) >= _KEPT:
+            self._close_attributes.clear()
+        self._close_attributes[key] = known
+        return known
+
+    # -- spans
 
     def _trace_handshake(self, event: AuditEvent) -> None:
         trace = self._trace
-        span = self._server_span()
-        if span is not None:
-            span.set_attributes(_attributes(event))
-            _set_status(trace, span, event)
+        current = trace.get_current_span()
+        if _is_server_span(trace, current):
+            current.set_attributes(_attributes(event))
+            _set_status(trace, current, event)
             return
         assert self.tracer is not None
-        parent = trace.get_current_span().is_recording()
         end = max(0, int(event.time * 1e9))
         own = self.tracer.start_span(
             SPAN_NAME,
-            kind=trace.SpanKind.INTERNAL if parent else trace.SpanKind.SERVER,
+            kind=trace.SpanKind.INTERNAL if current.is_recording() else trace.SpanKind.SERVER,
             start_time=max(0, end - int(event.duration * 1e9)),
         )
         if own.is_recording():  # nothing is built for a provider that keeps nothing
@@ -211,6 +234,13 @@ class OpenTelemetrySink:
             own.set_attributes(_request_attributes(event))
             _set_status(trace, own, event)
         own.end(end_time=end)
+
+
+def _is_server_span(trace: Any, span: Span) -> bool:
+    """Whether ``span`` records and is a server span (or of a kind the API cannot tell)."""
+    if not span.is_recording():
+        return False
+    return getattr(span, "kind", trace.SpanKind.SERVER) is trace.SpanKind.SERVER
 
 
 def _attributes(event: AuditEvent) -> dict[str, AttributeValue]:
