@@ -218,16 +218,18 @@ class OpenTelemetrySink:
     def _trace_handshake(self, event: AuditEvent) -> None:
         trace = self._trace
         current = trace.get_current_span()
-        if _is_server_span(trace, current):
-            current.set_attributes(_attributes(event))
-            _set_status(trace, current, event)
-            return
+        if current.is_recording():
+            if _is_server_span(trace, current):
+                current.set_attributes(_attributes(event))
+                _set_status(trace, current, event)
+                return
+            kind = trace.SpanKind.INTERNAL
+        else:
+            kind = trace.SpanKind.SERVER
         assert self.tracer is not None
         end = max(0, int(event.time * 1e9))
         own = self.tracer.start_span(
-            SPAN_NAME,
-            kind=trace.SpanKind.INTERNAL if current.is_recording() else trace.SpanKind.SERVER,
-            start_time=max(0, end - int(event.duration * 1e9)),
+            SPAN_NAME, kind=kind, start_time=max(0, end - int(event.duration * 1e9))
         )
         if own.is_recording():  # nothing is built for a provider that keeps nothing
             own.set_attributes(_attributes(event))

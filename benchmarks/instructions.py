@@ -13,7 +13,8 @@ cross-site handshake, 403), and ``http_bare`` / ``http_ours`` (an ``http`` scope
 The integrations, each beside ``ours``'s sink: ``ours_prometheus`` (a ``PrometheusSink``),
 ``ours_otel_noop`` (an ``OpenTelemetrySink`` with no SDK configured: the API's no-op),
 ``ours_otel_sdk`` (the SDK recording spans and metrics, exporting nothing: the cost paid in
-the handshake's task; exporters work in their own threads).
+the handshake's task; exporters work in their own threads), ``ours_otel_metrics`` (the same
+with ``spans=False``).
 Reported: instructions added over the bare app (the integrations: over ``ours``), and
 ours / Channels (target <= 0.5).
 
@@ -74,7 +75,7 @@ def _variant(name: str) -> tuple[Callable[..., Any], Callable[[str], Any]]:
 
 
 VARIANTS = ("bare", "ours", "channels", "ours_refused", "http_bare", "http_ours")
-INTEGRATIONS = ("ours_prometheus", "ours_otel_noop", "ours_otel_sdk")
+INTEGRATIONS = ("ours_prometheus", "ours_otel_noop", "ours_otel_sdk", "ours_otel_metrics")
 
 
 def _integrated(name: str) -> Callable[..., Any]:
@@ -103,6 +104,7 @@ def _integrated(name: str) -> Callable[..., Any]:
         sink = OpenTelemetrySink(
             tracer_provider=TracerProvider(),
             meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+            spans=name == "ours_otel_sdk",
         )
     return HandshakeMiddleware(
         inprocess.minimal_app,
@@ -191,6 +193,7 @@ def render(result: dict[str, Any]) -> str:
         "ours_prometheus": "ours + PrometheusSink (added over ours)",
         "ours_otel_noop": "ours + OpenTelemetrySink, no SDK (added over ours)",
         "ours_otel_sdk": "ours + OpenTelemetrySink, SDK recording (added over ours)",
+        "ours_otel_metrics": "ours + OpenTelemetrySink(spans=False), SDK (added over ours)",
     }
     added = {**added, **result.get("integration_added", {})}
     rows: list[list[object]] = []
