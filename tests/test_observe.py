@@ -24,11 +24,21 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from asgi_ws_handshake import AuditEvent, HandshakePolicy, JSONFormatter, LoggingSink, MemorySink
+from asgi_ws_handshake import (
+    AuditEvent,
+    HandshakeInfo,
+    HandshakePolicy,
+    JSONFormatter,
+    LoggingSink,
+    MemorySink,
+    Outcome,
+    metrics,
+    otel,
+)
 from asgi_ws_handshake.metrics import PrometheusSink, close_code_label, multiprocess_registry
 from asgi_ws_handshake.middleware import Receive, Scope, Send
 from asgi_ws_handshake.otel import SPAN_NAME, OpenTelemetrySink, _host_port
-from tests.asgi import Script, run, ws_scope
+from tests.asgi import Script, make_request, run, ws_scope
 from tests.support import ROOT
 
 
@@ -213,6 +223,51 @@ async def test_without_an_sdk_the_sink_is_a_no_op() -> None:
 )
 def test_server_address_from_host(host: str, expected: tuple[str, int | None]) -> None:
     assert _host_port(host) == expected
+
+
+def test_own_span_without_client_or_host(recorded: Recorded) -> None:
+    request = make_request(hosts=(), client=None)
+    event = AuditEvent.build(
+        handshake=HandshakeInfo(request),
+        outcome=Outcome.REJECTED,
+        status=400,
+        reason="host_malformed",
+        time=10.0,
+        duration=0.5,
+    )
+    recorded.sink(event)
+    (span,) = recorded.spans()
+    attributes = dict(span.attributes or {})
+    assert "client.address" not in attributes
+    assert "server.address" not in attributes
+    assert (span.start_time, span.end_time) == (9_500_000_000, 10_000_000_000)
+
+
+async def test_label_sets_kept_at_hand_are_bounded(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otel, "_KEPT", 1)
+    monkeypatch.setattr(metrics, "_CHILDREN", 1)
+    registry = CollectorRegistry()
+    prometheus = PrometheusSink(registry)
+    routes = {"/a": HandshakePolicy(), "/b": HandshakePolicy()}
+    for path in ("/a", "/b", "/a"):
+        await run(None, ws_scope(path=path), audit=[prometheus, recorded.sink], routes=routes)
+    assert len(prometheus._handshake_children) == len(recorded.sink._handshake_attributes) == 1
+    assert len(prometheus._close_children) == len(recorded.sink._close_attributes) == 1
+    counted = {
+        attributes["websocket.handshake.route"]: n
+        for attributes, n in recorded.points("websocket.server.handshakes")
+    }
+    assert counted == {"/a": 2, "/b": 1}
+    assert registry.get_sample_value("websocket_connections_open", {"route": "/a"}) == 0
+    assert (
+        registry.get_sample_value(
+            "websocket_handshakes_total",
+            {"outcome": "accepted", "reason": "", "route": "/a", "status": "101"},
+        )
+        == 2
+    )
 
 
 # -- Prometheus and both: bounded labels, the auditor's counters -------------------------------
@@ -402,3 +457,27 @@ def test_json_logs_carry_trace_ids_and_plain_records(
     assert "trace" not in untraced
     assert "event" not in untraced
     assert "Stack (most recent call last)" in stacked["error"]["stack_trace"]
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        (None, None),
+        ("[::1]:8000", {"address": "[::1]", "port": 8000}),  # brackets: no IP, kept as sent
+        ("::1:8000", {"address": "::1", "ip": "::1", "port": 8000}),
+        ("proxy.internal:x", {"address": "proxy.internal"}),
+        ("unix-socket", {"address": "unix-socket"}),
+    ],
+)
+def test_json_logs_client_fields(
+    logged: tuple[logging.Logger, Lines], client: str | None, expected: dict[str, Any] | None
+) -> None:
+    logger, handler = logged
+    gone = {"outcome": "client_gone", "status": None, "client": client, "path": "/ws"}
+    logger.info("gone", extra={"ws_handshake": gone, "otelTraceID": "ab" * 16})
+    (line,) = (json.loads(line) for line in handler.lines)
+    assert line.get("client") == expected
+    assert (line["event"]["outcome"], line["event"]["type"]) == ("unknown", ["connection", "end"])
+    assert "http" not in line  # the client got no status
+    assert line["trace"] == {"id": "ab" * 16}
+    assert "span" not in line
