@@ -34,7 +34,6 @@ LIFETIME_BUCKETS = (0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0,
 # the ranges for libraries (3000-3999) and private use (4000-4999) fold into one value each,
 # so a client choosing its close code cannot mint label values.
 _REGISTERED = frozenset(range(1000, 1016))
-_CHILDREN = 1024  # label sets whose children a sink keeps at hand
 
 
 def close_code_label(code: int | None) -> str:
@@ -148,7 +147,7 @@ class PrometheusSink:
 
     def closed(self, event: CloseEvent) -> None:
         """The end of an accepted connection (the middleware calls it once per accept)."""
-        key = (event.route, event.code, event.closed_by)
+        key = (event.route, close_code_label(event.code), event.closed_by)
         children = self._close_children.get(key)
         if children is None:
             children = self._close_children_for(key)
@@ -157,7 +156,8 @@ class PrometheusSink:
         lived.observe(event.lifetime)
 
     # prometheus_client's ``labels()`` validates and locks on every call; the children of
-    # each label set are looked up once and kept (the label sets are bounded; so is this).
+    # each label set are looked up once and kept (as the metrics keep them: the label sets
+    # are bounded).
 
     def _handshake_children_for(self, key: tuple[Outcome, str | None, str, int | None]) -> Any:
         outcome, reason, route, status = key
@@ -168,19 +168,12 @@ class PrometheusSink:
             self.duration.labels(outcome, route),
             self.open.labels(route) if outcome is Outcome.ACCEPTED else None,
         )
-        if len(self._handshake_children) >= _CHILDREN:
-            self._handshake_children.clear()
         self._handshake_children[key] = children
         return children
 
-    def _close_children_for(self, key: tuple[str, int | None, str]) -> Any:
+    def _close_children_for(self, key: tuple[str, str, str]) -> Any:
         route, code, closed_by = key
-        children = (
-            self.open.labels(route),
-            self.lifetime.labels(route, close_code_label(code), closed_by),
-        )
-        if len(self._close_children) >= _CHILDREN:
-            self._close_children.clear()
+        children = (self.open.labels(route), self.lifetime.labels(route, code, closed_by))
         self._close_children[key] = children
         return children
 

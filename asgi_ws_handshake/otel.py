@@ -9,15 +9,17 @@ everything here is a no-op. ``opentelemetry`` is imported when the sink is built
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import __version__
 from .audit import AuditEvent, CloseEvent, Outcome
 from .metrics import DURATION_BUCKETS, LIFETIME_BUCKETS, close_code_label
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
@@ -56,7 +58,6 @@ LIFETIME = "websocket.connection.lifetime"
 STATUS = "http.response.status_code"
 HTTP_ROUTE = "http.route"
 ERROR_TYPE = "error.type"
-_KEPT = 1024  # label sets whose attributes a sink keeps at hand
 
 
 class OpenTelemetrySink:
@@ -77,8 +78,10 @@ class OpenTelemetrySink:
       see ``metrics.close_code_label``), closed by
     - ``websocket.server.audit.failures`` and ``websocket.server.audit.dropped`` (counters)
 
-    Use it as a sink of its own, never inside a ``ThreadedSink``: it must run in the
-    handshake's task to see the current span.
+    Every sink on one meter provider shares its instruments (the first one built sets the
+    histograms' buckets), as the SDK keeps one instrument per name. Use it as a sink of its
+    own, never inside a ``ThreadedSink``: it must run in the handshake's task to see the
+    current span.
 
     Args:
         tracer_provider: default: the global one (``opentelemetry.trace``).
@@ -108,64 +111,21 @@ class OpenTelemetrySink:
             ) from exc
         self._trace = trace
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider) if spans else None
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider)
-        self.handshakes = meter.create_counter(
-            "websocket.server.handshakes",
-            unit="{handshake}",
-            description="WebSocket handshakes seen by the guard, by outcome",
-        )
-        self.duration = meter.create_histogram(
-            "websocket.server.handshake.duration",
-            unit="s",
-            description="Time from websocket.connect to the handshake's outcome",
-            explicit_bucket_boundaries_advisory=duration_buckets,
-        )
-        self.connections = meter.create_up_down_counter(
-            "websocket.server.active_connections",
-            unit="{connection}",
-            description="WebSocket connections accepted and not yet ended",
-        )
-        self.lifetime = meter.create_histogram(
-            "websocket.server.connection.duration",
-            unit="s",
-            description="Time from the accept to the end of a WebSocket connection",
-            explicit_bucket_boundaries_advisory=lifetime_buckets,
-        )
-        self.audit_failures = meter.create_counter(
-            "websocket.server.audit.failures",
-            unit="{failure}",
-            description="Audit sink calls that raised or timed out",
-        )
-        self.audit_dropped = meter.create_counter(
-            "websocket.server.audit.dropped",
-            unit="{event}",
-            description="Audit events a sink never received",
-        )
-        self._handshake_attributes: dict[tuple[Any, ...], Any] = {}
-        self._close_attributes: dict[tuple[Any, ...], Any] = {}
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        with _SHARED_LOCK:
+            meters = _SHARED.get(provider)
+            if meters is None:
+                meters = _SHARED[provider] = _Meters(provider, duration_buckets, lifetime_buckets)
+        self.meters = meters
 
     def __call__(self, event: AuditEvent) -> None:
-        key = (event.outcome, event.reason, event.route, event.status)
-        known = self._handshake_attributes.get(key)
-        if known is None:
-            known = self._handshake_attributes_for(key)
-        counted, timed, route = known
-        self.handshakes.add(1, counted)
-        self.duration.record(event.duration, timed)
-        if route is not None:
-            self.connections.add(1, route)
+        self.meters.handshake(event)
         if self.tracer is not None:
             self._trace_handshake(event)
 
     def closed(self, event: CloseEvent) -> None:
         """The end of an accepted connection (the middleware calls it once per accept)."""
-        key = (event.route, event.code, event.closed_by)
-        known = self._close_attributes.get(key)
-        if known is None:
-            known = self._close_attributes_for(key)
-        route, lived = known
-        self.connections.add(-1, route)
-        self.lifetime.record(event.lifetime, lived)
+        self.meters.close(event)
         if self.tracer is not None:
             span = self._trace.get_current_span()
             if _is_server_span(self._trace, span):
@@ -180,40 +140,8 @@ class OpenTelemetrySink:
 
     def audit_problem(self, sink: object, exc: BaseException | None) -> None:
         """A sink failed (``exc``) or an event was dropped (None): the auditor tells us."""
-        (self.audit_dropped if exc is None else self.audit_failures).add(1)
-
-    # The attributes of each (bounded) label set are built once and kept: the same dicts are
-    # handed to the meters every time (they are never changed once handed over).
-
-    def _handshake_attributes_for(self, key: tuple[Outcome, str | None, str, int | None]) -> Any:
-        outcome, reason, route, status = key
-        counted: dict[str, AttributeValue] = {OUTCOME: outcome.value, ROUTE: route}
-        if reason is not None:
-            counted[REASON] = str(reason)
-        if status is not None:
-            counted[STATUS] = status
-        known = (
-            counted,
-            {OUTCOME: outcome.value, ROUTE: route},
-            {ROUTE: route} if outcome is Outcome.ACCEPTED else None,
-        )
-        if len(self._handshake_attributes) >= _KEPT:
-            self._handshake_attributes.clear()
-        self._handshake_attributes[key] = known
-        return known
-
-    def _close_attributes_for(self, key: tuple[str, int | None, str]) -> Any:
-        route, code, closed_by = key
-        known = (
-            {ROUTE: route},
-            {ROUTE: route, CLOSE_CODE: close_code_label(code), CLOSED_BY: closed_by},
-        )
-        if len(self._close_attributes) >= _KEPT:
-            self._close_attributes.clear()
-        self._close_attributes[key] = known
-        return known
-
-    # -- spans
+        meters = self.meters
+        (meters.audit_dropped if exc is None else meters.audit_failures).add(1)
 
     def _trace_handshake(self, event: AuditEvent) -> None:
         trace = self._trace
@@ -236,6 +164,126 @@ class OpenTelemetrySink:
             own.set_attributes(_request_attributes(event))
             _set_status(trace, own, event)
         own.end(end_time=end)
+
+
+class _Meters:
+    """The instruments of one meter provider, shared by every sink built on it.
+
+    Counts and open connections are tallied here and read by observable instruments when
+    the SDK collects: a tally costs a few instructions where a synchronous SDK measurement
+    costs tens of thousands. The histograms stay synchronous (they carry exemplars).
+    What each label set needs is built once and kept: the label sets are bounded (route
+    patterns, reason codes, statuses, folded close codes) and the attribute dicts handed to
+    the SDK are never changed afterwards.
+    """
+
+    def __init__(
+        self,
+        provider: MeterProvider,
+        duration_buckets: Sequence[float],
+        lifetime_buckets: Sequence[float],
+    ) -> None:
+        from opentelemetry import metrics
+
+        meter = metrics.get_meter(SCOPE, __version__, provider)
+        self._observation = metrics.Observation
+        self._lock = threading.Lock()
+        self._handshakes: dict[tuple[Any, ...], _Handshake] = {}
+        self._closes: dict[tuple[str, str, str], _Close] = {}
+        self._open: dict[str, _Tally] = {}
+        self.handshakes = meter.create_observable_counter(
+            "websocket.server.handshakes",
+            callbacks=[self._observe(lambda: [k.tally for k in self._handshakes.values()])],
+            unit="{handshake}",
+            description="WebSocket handshakes seen by the guard, by outcome",
+        )
+        self.duration = meter.create_histogram(
+            "websocket.server.handshake.duration",
+            unit="s",
+            description="Time from websocket.connect to the handshake's outcome",
+            explicit_bucket_boundaries_advisory=duration_buckets,
+        )
+        self.connections = meter.create_observable_up_down_counter(
+            "websocket.server.active_connections",
+            callbacks=[self._observe(self._open.values)],
+            unit="{connection}",
+            description="WebSocket connections accepted and not yet ended",
+        )
+        self.lifetime = meter.create_histogram(
+            "websocket.server.connection.duration",
+            unit="s",
+            description="Time from the accept to the end of a WebSocket connection",
+            explicit_bucket_boundaries_advisory=lifetime_buckets,
+        )
+        self.audit_failures = meter.create_counter(
+            "websocket.server.audit.failures",
+            unit="{failure}",
+            description="Audit sink calls that raised or timed out",
+        )
+        self.audit_dropped = meter.create_counter(
+            "websocket.server.audit.dropped",
+            unit="{event}",
+            description="Audit events a sink never received",
+        )
+
+    def handshake(self, event: AuditEvent) -> None:
+        key = (event.outcome, event.reason, event.route, event.status)
+        known = self._handshakes.get(key)
+        if known is None:
+            known = self._handshake(key)
+        with self._lock:
+            known.tally.value += 1
+            if known.opened is not None:
+                known.opened.value += 1
+        self.duration.record(event.duration, known.timed)
+
+    def close(self, event: CloseEvent) -> None:
+        key = (event.route, close_code_label(event.code), event.closed_by)
+        known = self._closes.get(key)
+        if known is None:
+            known = self._close(key)
+        with self._lock:
+            known.opened.value -= 1
+        self.lifetime.record(event.lifetime, known.lived)
+
+    def _handshake(self, key: tuple[Outcome, str | None, str, int | None]) -> _Handshake:
+        outcome, reason, route, status = key
+        counted: dict[str, AttributeValue] = {OUTCOME: outcome.value, ROUTE: route}
+        if reason is not None:
+            counted[REASON] = str(reason)
+        if status is not None:
+            counted[STATUS] = status
+        opened = self._open_tally(route) if outcome is Outcome.ACCEPTED else None
+        known = _Handshake(_Tally(counted), {OUTCOME: outcome.value, ROUTE: route}, opened)
+        with self._lock:
+            return self._handshakes.setdefault(key, known)
+
+    def _close(self, key: tuple[str, str, str]) -> _Close:
+        route, code, closed_by = key
+        lived: dict[str, AttributeValue] = {ROUTE: route, CLOSE_CODE: code, CLOSED_BY: closed_by}
+        known = _Close(self._open_tally(route), lived)
+        with self._lock:
+            return self._closes.setdefault(key, known)
+
+    def _open_tally(self, route: str) -> _Tally:
+        with self._lock:
+            return self._open.setdefault(route, _Tally({ROUTE: route}))
+
+    def _observe(
+        self, tallies: Callable[[], Iterable[_Tally]]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """An observable instrument's callback: the current value of each tally."""
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                return [self._observation(t.value, t.attributes) for t in tallies()]
+
+        return observe
+
+
+#: The meters of each meter provider (the SDK keeps one instrument per name and meter).
+_SHARED: weakref.WeakKeyDictionary[Any, _Meters] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def _is_server_span(trace: Any, span: Span) -> bool:
@@ -307,3 +355,28 @@ def _host_port(host: str) -> tuple[str, int | None]:
     if not colon or not numeric or name.startswith("[") != name.endswith("]"):
         return host.strip("[]"), None
     return name.strip("[]"), int(port)
+
+
+class _Tally:
+    """A count for one attribute set, read when the SDK collects."""
+
+    __slots__ = ("attributes", "value")
+
+    def __init__(self, attributes: dict[str, AttributeValue]) -> None:
+        self.attributes = attributes
+        self.value = 0
+
+
+class _Handshake(NamedTuple):
+    """What a handshake of one label set updates."""
+
+    tally: _Tally
+    timed: dict[str, AttributeValue]
+    opened: _Tally | None
+
+
+class _Close(NamedTuple):
+    """What a connection end of one label set updates."""
+
+    opened: _Tally
+    lived: dict[str, AttributeValue]

@@ -32,8 +32,6 @@ from asgi_ws_handshake import (
     LoggingSink,
     MemorySink,
     Outcome,
-    metrics,
-    otel,
 )
 from asgi_ws_handshake.metrics import PrometheusSink, close_code_label, multiprocess_registry
 from asgi_ws_handshake.middleware import Receive, Scope, Send
@@ -204,6 +202,16 @@ async def test_no_span_of_ours_when_spans_are_off(recorded: Recorded) -> None:
     assert [v for _, v in recorded.points("websocket.server.handshakes")] == [1]
 
 
+async def test_sinks_on_one_meter_provider_share_its_instruments(recorded: Recorded) -> None:
+    # Two middlewares (say, two mounted apps) each with a sink on the same provider: the
+    # SDK keeps one instrument per name, so both must count into it.
+    other = OpenTelemetrySink(meter_provider=recorded.meter_provider, spans=False)
+    await run(None, audit=recorded.sink)
+    await run(None, audit=other)
+    assert [n for _, n in recorded.points("websocket.server.handshakes")] == [2]
+    assert [n for _, n in recorded.points("websocket.server.handshake.duration")] == [2]
+
+
 async def test_without_an_sdk_the_sink_is_a_no_op() -> None:
     sink = OpenTelemetrySink()  # the API's defaults: nothing configured, nothing recorded
     result = await run(None, audit=[sink, MemorySink(closes=True)])
@@ -243,31 +251,34 @@ def test_own_span_without_client_or_host(recorded: Recorded) -> None:
     assert (span.start_time, span.end_time) == (9_500_000_000, 10_000_000_000)
 
 
-async def test_label_sets_kept_at_hand_are_bounded(
-    recorded: Recorded, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(otel, "_KEPT", 1)
-    monkeypatch.setattr(metrics, "_CHILDREN", 1)
+async def test_close_codes_chosen_by_clients_make_no_new_label_sets(recorded: Recorded) -> None:
+    class Gone(Exception):
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+    codes = iter(range(4000, 4050))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        raise Gone(next(codes))
+
     registry = CollectorRegistry()
     prometheus = PrometheusSink(registry)
-    routes = {"/a": HandshakePolicy(), "/b": HandshakePolicy()}
-    for path in ("/a", "/b", "/a"):
-        await run(None, ws_scope(path=path), audit=[prometheus, recorded.sink], routes=routes)
-    assert len(prometheus._handshake_children) == len(recorded.sink._handshake_attributes) == 1
-    assert len(prometheus._close_children) == len(recorded.sink._close_attributes) == 1
-    counted = {
-        attributes["websocket.handshake.route"]: n
-        for attributes, n in recorded.points("websocket.server.handshakes")
-    }
-    assert counted == {"/a": 2, "/b": 1}
-    assert registry.get_sample_value("websocket_connections_open", {"route": "/a"}) == 0
-    assert (
-        registry.get_sample_value(
-            "websocket_handshakes_total",
-            {"outcome": "accepted", "reason": "", "route": "/a", "status": "101"},
-        )
-        == 2
-    )
+    for _ in range(50):
+        with pytest.raises(Gone):
+            await run(app, audit=[prometheus, recorded.sink])
+    assert len(prometheus._close_children) == len(recorded.sink.meters._closes) == 1
+    assert len(prometheus._handshake_children) == len(recorded.sink.meters._handshakes) == 1
+    lived = {"route": "default", "code": "4xxx", "closed_by": "client"}
+    name = "websocket_connections_lifetime_seconds_count"
+    assert registry.get_sample_value(name, lived) == 50
+    assert registry.get_sample_value("websocket_connections_open", {"route": "default"}) == 0
+    ((_, lifetimes),) = recorded.points("websocket.server.connection.duration")
+    assert lifetimes == 50
+    assert recorded.points("websocket.server.active_connections") == [
+        ({"websocket.handshake.route": "default"}, 0)
+    ]
 
 
 # -- Prometheus and both: bounded labels, the auditor's counters -------------------------------
