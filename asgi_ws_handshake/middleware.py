@@ -23,6 +23,7 @@ from typing import Any
 
 from .audit import (
     DEFAULT_REDACT,
+    IDS,
     AuditEvent,
     AuditSink,
     CloseEvent,
@@ -60,6 +61,10 @@ _STATE_KEY = "ws_handshake"
 _RESERVED = (b"sec-websocket-", b"upgrade", b"connection")
 _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'"
 _perf = time.perf_counter
+
+
+def _next_serial() -> int:
+    return IDS.next()
 
 
 class HandshakeDenied(OSError):
@@ -185,10 +190,16 @@ class HandshakeMiddleware:
                 return
             conn.connect = message
             state = scope.get("state")
-            if not (type(state) is dict or isinstance(state, Mapping)):
-                state = {}  # the server offers no state: the record still rides along
-            # A copy: never mutate the server's scope (ASGI spec, "Middleware").
-            child = {**scope, "state": {**state, _STATE_KEY: conn}}
+            if type(state) is dict:
+                # The connection's own namespace: the server hands each connection a copy of
+                # the lifespan state for the app to write to (ASGI spec, "state"), as
+                # Starlette's ``websocket.state`` does. The scope itself is left as it is.
+                state[_STATE_KEY] = conn
+                child = scope
+            else:  # no state (or an odd one): a copy of the scope carries the record
+                state = {**state, _STATE_KEY: conn} if isinstance(state, Mapping) else {}
+                state[_STATE_KEY] = conn
+                child = {**scope, "state": state}
             ended: BaseException | None = None
             try:
                 await self.app(child, conn.receive, conn.send)
@@ -262,7 +273,16 @@ class _Connection(StoreChecks):
     )
 
     def __init__(self, mw: HandshakeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
-        HandshakeInfo.__init__(self, HandshakeRequest.from_scope(scope), redact=mw.redact)
+        # HandshakeInfo's fields, set here rather than through its __init__ (a call fewer on
+        # every handshake; tests/test_middleware.py checks that every slot is set).
+        self.request = HandshakeRequest.from_scope(scope)
+        self.route = "default"
+        self.redact = mw.redact
+        self._serial = _next_serial()
+        self.decision = None
+        self.key_reused = None
+        self.store_error = False
+        self.lease = None
         self.started = _perf()
         self.mw = mw
         #: The server's own list of offered subprotocols (what it is able to send back).
@@ -521,9 +541,22 @@ class _Connection(StoreChecks):
         if self.audited:
             return
         self.audited = True
-        auditor = self.mw.auditor
+        mw = self.mw
+        auditor = mw.auditor
         if not auditor.choosy or auditor.wants(outcome):
-            auditor.emit(self.event(outcome, reason, status, denial, detail, selected))
+            auditor.emit(
+                AuditEvent.build(
+                    handshake=self,
+                    outcome=outcome,
+                    status=status,
+                    reason=reason,
+                    denial=denial,
+                    detail=detail,
+                    selected=selected,
+                    time=mw.clock(),
+                    duration=_perf() - self.started,
+                )
+            )
 
 
 def _finished(*args: object) -> Any:
