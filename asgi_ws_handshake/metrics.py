@@ -37,8 +37,11 @@ _REGISTERED = frozenset(range(1000, 1016))
 
 
 def close_code_label(code: int | None) -> str:
-    """A bounded label for a close code: ``"1000"``..``"1015"``, ``"3xxx"``, ``"4xxx"``,
-    ``"other"``, or ``"none"`` when the code is unknown."""
+    """A bounded label for a close code (RFC 6455 7.4).
+
+    ``"1000"`` to ``"1015"``, ``"3xxx"``, ``"4xxx"``, ``"other"``, or ``"none"`` when the
+    code is unknown.
+    """
     if code is None:
         return "none"
     if code in _REGISTERED:
