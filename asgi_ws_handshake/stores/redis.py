@@ -165,6 +165,17 @@ class RedisStore:
         )
         return not created
 
+    async def redeem(self, ticket: str, ttl: float) -> bool:
+        """Use a one-time ticket up: ``SET NX PX``, True for the first use in the fleet.
+
+        One key (hash-tagged with the ticket, so it has a slot of its own on a cluster).
+        """
+        name = f"{self.prefix}ticket:{{{ticket}}}"
+        first = await self._call(
+            "redeem", self.client.set(name, b"1", nx=True, px=max(1, int(ttl * 1000)))
+        )
+        return bool(first)
+
     async def hit(self, name: str, limit: int, window: int) -> int:
         return await self._call("hit", self._rates.hit(name, limit, window))
 
