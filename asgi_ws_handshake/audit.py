@@ -74,6 +74,12 @@ class Redactor:
         )
         self._known: dict[str, str] = {}
 
+    def marks(self, value: str) -> bool:
+        """Whether a glob matches ``value`` (a marker such as ``access_token``: the item
+        after it carries the secret)."""
+        regex = self._regex
+        return regex is not None and len(value) <= _REDACT_LONGER_THAN and bool(regex.match(value))
+
     def __call__(self, value: str) -> str:
         """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
         known = self._known.get(value)
@@ -288,16 +294,22 @@ class AuditEvent(NamedTuple):
 
     @property
     def subprotocols(self) -> tuple[str, ...]:
-        """Offered subprotocols, secret-looking ones (and a consumed token) redacted."""
+        """Offered subprotocols, secret-looking ones redacted: those the redaction globs
+        match, the item right after one of them (``["access_token", "<token>"]``: the token),
+        and the token the authenticator consumed."""
         redact = self.handshake.redact
         auth = self.handshake.authenticated
         consumed = None if auth is None else auth.consumed
-        return tuple(
-            [
-                REDACTED if value == consumed else redact(value)
-                for value in self.handshake.request.subprotocols
-            ]
-        )
+        shown: list[str] = []
+        marker = False
+        for value in self.handshake.request.subprotocols:
+            if marker or value == consumed:
+                shown.append(REDACTED)
+                marker = False
+            else:
+                shown.append(redact(value))
+                marker = redact.marks(value)
+        return tuple(shown)
 
     @property
     def subprotocol(self) -> str | None:

@@ -152,6 +152,7 @@ class StoreChecks(HandshakeInfo):
             async with asyncio.timeout(policy.authenticate_timeout):
                 value = await answer
         except TimeoutError:
+            self.auth = Authenticated(None, auth.source, auth.consumed)
             logger.warning("authenticate did not answer within %ss", policy.authenticate_timeout)
             return Reject.because(
                 Reason.AUTH_TIMEOUT, "authenticate timed out", origin=decision.origin
@@ -166,6 +167,7 @@ class StoreChecks(HandshakeInfo):
 
     def _auth_failed(self, exc: Exception, decision: Accept, auth: AuthRequest) -> Reject:
         """A hook that raised: its refusal, a store that failed, or a bug (500, never accept)."""
+        self.auth = Authenticated(None, auth.source, auth.consumed)  # what to redact
         if isinstance(exc, AuthRefusal):
             return exc.reject(decision.origin, auth.scrub)
         if isinstance(exc, StoreError):  # a ticket that cannot be redeemed is not let through
@@ -192,6 +194,9 @@ class StoreChecks(HandshakeInfo):
         answer: Any,
     ) -> Decision:
         """What the hook's answer means for the handshake; records the identity."""
+        # Whatever the answer, the event must know where the credential came from and
+        # which subprotocol item it consumed (to redact it); the identity is added below.
+        self.auth = Authenticated(None, auth.source, auth.consumed)
         if isinstance(answer, AuthRefusal):
             return answer.reject(decision.origin, auth.scrub)
         if type(answer) is Reject:
@@ -200,7 +205,6 @@ class StoreChecks(HandshakeInfo):
         if answer is None:
             if not policy.allow_anonymous:
                 return Reject.because(Reason.AUTH_MISSING, "no credentials", origin=decision.origin)
-            self.auth = Authenticated(None, auth.source, auth.consumed)
             return decision
         if not isinstance(answer, Identity):
             why = f"authenticate returned {type(answer).__name__}, not an Identity"

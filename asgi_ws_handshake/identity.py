@@ -173,6 +173,10 @@ class AuthRefusal(Exception):
         return cls(Reason.AUTH_EXPIRED, detail, challenge)
 
     @classmethod
+    def replayed(cls, detail: str = "credentials already used") -> AuthRefusal:
+        return cls(Reason.AUTH_REPLAYED, detail)
+
+    @classmethod
     def forbidden(cls, detail: str = "not allowed") -> AuthRefusal:
         return cls(Reason.AUTH_FORBIDDEN, detail)
 
