@@ -8,7 +8,6 @@ deterministic. The real-socket test with a short real deadline is in test_identi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -42,11 +41,11 @@ class Clock:
 
 
 @pytest.fixture
-async def clock(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clock]:
+async def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     loop = asyncio.get_running_loop()
     found = Clock(loop)
     monkeypatch.setattr(loop, "time", found.loop_time)
-    yield found
+    return found
 
 
 def closes(script: Script) -> list[dict[str, Any]]:
@@ -120,22 +119,23 @@ async def test_the_age_wins_when_it_comes_first_and_close_on_expiry_can_be_off(
     def hook(request: AuthRequest) -> Identity:
         return Identity("alice", expires_at=NOW + 5)
 
-    for options, reason, when in (
-        ({"max_connection_age": 3}, AGE_REASON, 3.1),
-        ({"max_connection_age": 30, "close_on_expiry": False}, AGE_REASON, 30.1),
+    for policy, when in (
+        (HandshakePolicy(authenticate=hook, max_connection_age=3), 3.1),
+        (HandshakePolicy(authenticate=hook, max_connection_age=30, close_on_expiry=False), 30.1),
     ):
+        script = Script(then_disconnect=False)
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def app(
+            scope: Scope, receive: Receive, send: Send, when: float = when, script: Script = script
+        ) -> None:
             await receive()
             await send({"type": "websocket.accept"})
             await clock.advance(when - 0.2)
             assert closes(script) == []
             await clock.advance(0.2)
 
-        script = Script(then_disconnect=False)
-        policy = HandshakePolicy(authenticate=hook, **options)
         await run(app, ws_scope(), policy=policy, script=script, clock=clock.wall)
-        assert [m["reason"] for m in closes(script)] == [reason]
+        assert [m["reason"] for m in closes(script)] == [AGE_REASON]
 
 
 async def test_the_app_closing_first_cancels_the_timer(clock: Clock) -> None:
@@ -263,7 +263,8 @@ async def test_refused_handshakes_start_no_timer(clock: Clock) -> None:
         None, ws_scope(origin="https://evil.test"), policy=HandshakePolicy(max_connection_age=1)
     )
     await clock.advance(5)
-    assert closes(result.script) == [] and result.sink.events[0].status == 403
+    assert closes(result.script) == []
+    assert result.sink.events[0].status == 403
 
 
 async def test_sockets_without_a_deadline_talk_to_the_server_directly() -> None:
@@ -279,7 +280,8 @@ async def test_sockets_without_a_deadline_talk_to_the_server_directly() -> None:
     script = Script()
     await run(app, ws_scope(), policy=HandshakePolicy(), script=script)
     send_, receive_ = holders[1]
-    assert send_ == script.send and receive_ == script.receive  # no code of ours per message
+    assert send_ == script.send
+    assert receive_ == script.receive
     holders.clear()
     script = Script()
     await run(app, ws_scope(), policy=HandshakePolicy(max_connection_age=9), script=script)

@@ -208,7 +208,8 @@ def test_refusal_challenge_only_with_a_401_and_only_printable_ascii() -> None:
     assert ("www-authenticate", 'Bearer realm="x"') in missing.headers
     assert missing.origin == "https://a.test"
     forbidden = AuthRefusal(Reason.AUTH_FORBIDDEN, challenge="Bearer").reject(None)
-    assert forbidden.status == 403 and forbidden.headers == ()
+    assert forbidden.status == 403
+    assert forbidden.headers == ()
     bad = AuthRefusal.invalid(challenge="Bearer\r\nx: y").reject(None)
     assert bad.headers == ()
     assert AuthRefusal.invalid("x" * 500).reject(None).detail == "x" * 200
@@ -279,7 +280,8 @@ async def test_identity_reaches_the_app_the_audit_and_scope_user() -> None:
     assert child["user"].subject == "alice"
     assert child["auth"].scopes == ["chat"]
     info = get_handshake(child)
-    assert info is not None and info.identity is not None
+    assert info is not None
+    assert info.identity is not None
     assert info.identity.claims["role"] == "admin"
     (event,) = result.sink.events
     assert (event.outcome, event.subject, event.to_dict()["subject"]) == (
@@ -290,7 +292,8 @@ async def test_identity_reaches_the_app_the_audit_and_scope_user() -> None:
     assert "user" not in result.scope  # the server's scope is never touched
     assert result.scope == result.scope_before
     sent = json.loads(result.script.sent[1]["text"])
-    assert sent[0] == "alice" and "subject='alice'" in sent[1]
+    assert sent[0] == "alice"
+    assert "subject='alice'" in sent[1]
 
 
 async def test_async_hooks_are_awaited() -> None:
@@ -337,7 +340,8 @@ async def test_routes_without_authenticate_never_read_the_credentials() -> None:
     assert result.sink.events[0].outcome == "accepted"
     assert "query_string" not in scope.read
     (child,) = result.app_scopes
-    assert "user" not in child and "auth" not in child
+    assert "user" not in child
+    assert "auth" not in child
     scope = _Watched(auth_scope(query=b"ticket=x"))
     await run(None, scope, policy=policy(alice))
     assert "query_string" in scope.read
@@ -452,7 +456,8 @@ async def test_anonymous_clients_when_allowed() -> None:
 
     result = await run(echo_none, auth_scope(), policy=policy(nobody, allow_anonymous=True))
     (child,) = result.app_scopes
-    assert child["user"] is ANONYMOUS and child["auth"].scopes == []
+    assert child["user"] is ANONYMOUS
+    assert child["auth"].scopes == []
     (event,) = result.sink.events
     assert (event.outcome, event.subject) == ("accepted", None)
 
