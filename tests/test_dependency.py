@@ -23,7 +23,6 @@ from asgi_ws_handshake.identity import AuthRequest, Identity
 from asgi_ws_handshake.testing import HandshakeTestClient
 from tests.asgi import Script, ws_scope
 
-
 TICKETS = Tickets(b"d" * 32)
 
 
@@ -106,13 +105,15 @@ def test_headers_of_the_refusal_reach_the_client() -> None:
 def test_an_endpoint_error_still_reaches_the_server() -> None:
     app, sink = build()
     client = HandshakeTestClient(app)
-    with (
-        pytest.raises(LookupError),
-        client.connect("/ws", query={"ticket": TICKETS.issue("a")}) as ws,
-    ):
-        ws.receive_json()
-        ws.send_text("raise")
-        ws.receive_json()
+
+    def talk() -> None:
+        with client.connect("/ws", query={"ticket": TICKETS.issue("a")}) as ws:
+            ws.receive_json()
+            ws.send_text("raise")
+            ws.receive_json()
+
+    with pytest.raises(LookupError):
+        talk()
     assert [c.closed_by for c in sink.closes] == ["error"]
 
 
