@@ -32,6 +32,7 @@ __all__ = [
     "Authenticator",
     "Identity",
     "LimitKey",
+    "check_identity_options",
     "parse_source",
 ]
 
@@ -365,3 +366,32 @@ class Authenticated(NamedTuple):
     consumed: str | None = None
     #: The name per-identity limits count under, or None for the client address.
     limit: str | None = None
+
+
+def check_identity_options(policy: Any) -> None:
+    """Validate a ``HandshakePolicy``'s ``authenticate`` and the options that go with it.
+
+    Raises:
+        ValueError: naming the option and the bad value.
+    """
+    if policy.authenticate is not None and not callable(policy.authenticate):
+        raise ValueError(f"invalid authenticate {policy.authenticate!r}: must be callable")
+    timeout = policy.authenticate_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"invalid authenticate_timeout {timeout!r}: must be > 0 seconds")
+    key = policy.limit_key
+    if not (key in ("client", "subject") or callable(key)):
+        raise ValueError(f"invalid limit_key {key!r}: expected 'client', 'subject' or a callable")
+    if key != "client" and policy.authenticate is None:
+        raise ValueError(f"limit_key={key!r} needs authenticate (it keys on the identity)")
+    if policy.allow_anonymous and policy.authenticate is None:
+        raise ValueError("allow_anonymous=True needs authenticate")
+    age = policy.max_connection_age
+    if age is not None and (
+        isinstance(age, bool) or not isinstance(age, int | float) or not age > 0
+    ):
+        raise ValueError(f"invalid max_connection_age {age!r}: seconds > 0, or None")
+    code = policy.expiry_close_code
+    # RFC 6455 7.4.1: 1008 is "policy violation"; 4000-4999 are for applications.
+    if type(code) is not int or not (code == 1008 or 4000 <= code <= 4999):
+        raise ValueError(f"invalid expiry_close_code {code!r}: 1008 or 4000-4999")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .decision import Accept, Decision, Reason, Reject
-from .identity import Authenticator, LimitKey
+from .identity import Authenticator, LimitKey, check_identity_options
 from .key import is_valid_key
 from .origin import (
     DEFAULT_PORTS,
@@ -145,7 +145,7 @@ class HandshakePolicy:
     max_connections_per_client: int | None = None
     connections_retry_after: int = 5
     on_store_error: Literal["open", "closed"] = "closed"
-    # -- who is connecting (see "Args" above; validated in _check_identity_options)
+    # -- who is connecting (see "Args" above; validated by identity.check_identity_options)
     authenticate: Authenticator | None = None
     authenticate_timeout: float = 5.0
     allow_anonymous: bool = False
@@ -234,36 +234,10 @@ class HandshakePolicy:
             ("connections", bool(self.max_connections or self.max_connections_per_client)),
         )
         set_(self, "_store_checks", tuple(name for name, on in checks if on))
-        self._check_identity_options()
+        check_identity_options(self)
         sessions = self.authenticate is not None or self.max_connection_age is not None
         set_(self, "_sessions", sessions)
         set_(self, "_stateful", bool(self._store_checks) or sessions)
-
-    def _check_identity_options(self) -> None:
-        """Validate ``authenticate`` and the options that go with it."""
-        if self.authenticate is not None and not callable(self.authenticate):
-            raise ValueError(f"invalid authenticate {self.authenticate!r}: must be callable")
-        timeout = self.authenticate_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ValueError(f"invalid authenticate_timeout {timeout!r}: must be > 0 seconds")
-        key = self.limit_key
-        if not (key in ("client", "subject") or callable(key)):
-            raise ValueError(
-                f"invalid limit_key {key!r}: expected 'client', 'subject' or a callable"
-            )
-        if key != "client" and self.authenticate is None:
-            raise ValueError(f"limit_key={key!r} needs authenticate (it keys on the identity)")
-        if self.allow_anonymous and self.authenticate is None:
-            raise ValueError("allow_anonymous=True needs authenticate")
-        age = self.max_connection_age
-        if age is not None and (
-            isinstance(age, bool) or not isinstance(age, int | float) or not age > 0
-        ):
-            raise ValueError(f"invalid max_connection_age {age!r}: seconds > 0, or None")
-        code = self.expiry_close_code
-        # RFC 6455 7.4.1: 1008 is "policy violation"; 4000-4999 are for applications.
-        if type(code) is not int or not (code == 1008 or 4000 <= code <= 4999):
-            raise ValueError(f"invalid expiry_close_code {code!r}: 1008 or 4000-4999")
 
     @property
     def stateful(self) -> bool:

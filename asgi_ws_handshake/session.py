@@ -16,14 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .identity import ANONYMOUS, AuthScopes
+from .identity import ANONYMOUS, Authenticated, AuthScopes
 
 if TYPE_CHECKING:
-    from .middleware import ASGIApp, Message, Receive, Scope, Send, _Connection
     from .policy import HandshakePolicy
+
+# Loose ASGI aliases (STYLE.md), as the middleware's.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _Connection(Protocol):
+    """What this module needs of the middleware's per-connection state."""
+
+    receive_: Receive
+    send_: Send
+    closing: tuple[int, str] | None
+
+    @property
+    def authenticated(self) -> Authenticated | None: ...
+
+    def now(self) -> float: ...
+
 
 __all__ = ["CLOSE_GRACE", "Expiry", "GuardClosed", "open_session"]
 
