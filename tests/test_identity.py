@@ -580,3 +580,24 @@ def test_make_request_still_builds_requests() -> None:
     # (AuthRequest takes a HandshakeRequest built any way, with credential fields given.)
     auth = AuthRequest(make_request(), CredentialFields(query="a=b"))
     assert auth.query("a") == "b"
+
+
+def test_policy_files_take_the_identity_options() -> None:
+    from asgi_ws_handshake.config import describe_policy, parse_policy
+
+    chosen = parse_policy(
+        {
+            "authenticate": "tests.test_identity:alice",
+            "authenticate_timeout": 2,
+            "limit_key": "subject",
+            "max_connection_age": 3600,
+            "expiry_close_code": 4001,
+        }
+    )
+    assert chosen.authenticate is alice
+    assert (chosen.limit_key, chosen.max_connection_age, chosen.expiry_close_code) == (
+        "subject",
+        3600,
+        4001,
+    )
+    assert describe_policy(chosen)["authenticate"] == "tests.test_identity:alice"
