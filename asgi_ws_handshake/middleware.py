@@ -23,6 +23,7 @@ from typing import Any
 
 from .audit import (
     DEFAULT_REDACT,
+    IDS,
     AuditEvent,
     AuditSink,
     CloseEvent,
@@ -30,7 +31,7 @@ from .audit import (
     Outcome,
     Redactor,
 )
-from .checks import StoreChecks
+from .checks import KeyBacklog, StoreChecks
 from .decision import Accept, Reason, Reject, refusal
 from .delivery import Auditor
 from .policy import HandshakePolicy
@@ -61,6 +62,10 @@ _STATE_KEY = "ws_handshake"
 _RESERVED = (b"sec-websocket-", b"upgrade", b"connection")
 _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'"
 _perf = time.perf_counter
+
+
+def _next_serial() -> int:
+    return IDS.next()
 
 
 class HandshakeDenied(OSError):
@@ -138,6 +143,8 @@ class HandshakeMiddleware:
             sinks = audit
         self.auditor = Auditor(sinks, fail_closed=audit_fail_closed, timeout=audit_timeout)
         self.store: HandshakeStore = store if store is not None else MemoryStore()
+        #: Keys the store missed during an outage, remembered once it answers again.
+        self.backlog = KeyBacklog()
         self.redact = Redactor(redact_subprotocols)
         self.clock = clock
         self.drain_timeout = drain_timeout
@@ -174,7 +181,7 @@ class HandshakeMiddleware:
                 )
             app = self.app
             if type(decision) is Accept and policy.stateful:
-                checked = conn.check(self.store, policy, decision, request, scope)
+                checked = conn.check(self.store, policy, decision, request, self.backlog, scope)
                 if type(checked) is Accept or type(checked) is Reject:
                     decision = checked
                 else:  # the store (or authenticate) suspended: wait for its answers
@@ -188,10 +195,16 @@ class HandshakeMiddleware:
                 return
             conn.connect = message
             state = scope.get("state")
-            if not (type(state) is dict or isinstance(state, Mapping)):
-                state = {}  # the server offers no state: the record still rides along
-            # A copy: never mutate the server's scope (ASGI spec, "Middleware").
-            child = {**scope, "state": {**state, _STATE_KEY: conn}}
+            if type(state) is dict:
+                # The connection's own namespace: the server hands each connection a copy of
+                # the lifespan state for the app to write to (ASGI spec, "state"), as
+                # Starlette's ``websocket.state`` does. The scope itself is left as it is.
+                state[_STATE_KEY] = conn
+                child = scope
+            else:  # no state (or an odd one): a copy of the scope carries the record
+                state = {**state, _STATE_KEY: conn} if isinstance(state, Mapping) else {}
+                state[_STATE_KEY] = conn
+                child = {**scope, "state": state}
             ended: BaseException | None = None
             try:
                 await app(child, conn.receive, conn.send)
@@ -265,7 +278,16 @@ class _Connection(StoreChecks):
     )
 
     def __init__(self, mw: HandshakeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
-        HandshakeInfo.__init__(self, HandshakeRequest.from_scope(scope), redact=mw.redact)
+        # HandshakeInfo's fields, set here rather than through its __init__ (a call fewer on
+        # every handshake; tests/test_middleware.py checks that every slot is set).
+        self.request = HandshakeRequest.from_scope(scope)
+        self.route = "default"
+        self.redact = mw.redact
+        self._serial = _next_serial()
+        self.decision = None
+        self.key_reused = None
+        self.store_error = False
+        self.lease = None
         self.started = _perf()
         self.mw = mw
         #: The server's own list of offered subprotocols (what it is able to send back).
@@ -527,9 +549,22 @@ class _Connection(StoreChecks):
         if self.audited:
             return
         self.audited = True
-        auditor = self.mw.auditor
+        mw = self.mw
+        auditor = mw.auditor
         if not auditor.choosy or auditor.wants(outcome):
-            auditor.emit(self.event(outcome, reason, status, denial, detail, selected))
+            auditor.emit(
+                AuditEvent.build(
+                    handshake=self,
+                    outcome=outcome,
+                    status=status,
+                    reason=reason,
+                    denial=denial,
+                    detail=detail,
+                    selected=selected,
+                    time=mw.clock(),
+                    duration=_perf() - self.started,
+                )
+            )
 
 
 def _finished(*args: object) -> Any:

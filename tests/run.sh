@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages: redis-server and valkey-server for the Redis store tests, chromium for
-# the browser tests.
+# System packages: redis-server and valkey-server for the Redis store tests (their -tools
+# packages, which the servers depend on, bring redis-cli and valkey-cli to create clusters;
+# Sentinels run as `redis-server --sentinel`), chromium for the browser tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian's packages"

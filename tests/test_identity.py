@@ -289,8 +289,8 @@ async def test_identity_reaches_the_app_the_audit_and_scope_user() -> None:
         "alice",
         "alice",
     )
-    assert "user" not in result.scope  # the server's scope is never touched
-    assert result.scope == result.scope_before
+    assert "user" not in result.scope  # the server's scope is not given user/auth
+    assert "auth" not in result.scope
     sent = json.loads(result.script.sent[1]["text"])
     assert sent[0] == "alice"
     assert "subject='alice'" in sent[1]

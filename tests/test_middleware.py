@@ -110,10 +110,15 @@ async def test_accepted_handshake_reaches_app_with_decision() -> None:
     assert info.subprotocols == ("chat.v1", "chat.v2")
     assert info.origin == "https://app.test"
     assert info.route == "default"
-    # The app's scope is a copy; the server's scope (and its state dict) are untouched.
-    assert result.scope == result.scope_before
-    assert child is not result.scope
+    # The scope is left as it was, but for the connection's own state namespace, which
+    # gains the record (ASGI: a per-connection copy of the lifespan state, the app's to use).
+    before = result.scope_before
+    assert {k: v for k, v in result.scope.items() if k != "state"} == {
+        k: v for k, v in before.items() if k != "state"
+    }
+    assert result.scope["state"] == {**before["state"], "ws_handshake": info}
     assert child["state"]["from_lifespan"] == 1
+
     (event,) = result.sink.events
     assert event.outcome is Outcome.ACCEPTED
     assert event.status == 101
@@ -123,6 +128,16 @@ async def test_accepted_handshake_reaches_app_with_decision() -> None:
     assert event.key_valid is True
     assert event.subprotocol == "chat.v2"
     assert event.denial is None
+
+
+async def test_without_a_state_namespace_the_record_rides_in_a_copy_of_the_scope() -> None:
+    scope = ws_scope()
+    del scope["state"]
+    result = await run(None, scope)
+    (child,) = result.app_scopes
+    assert "state" not in result.scope  # the server's scope is not touched
+    assert child is not result.scope
+    assert get_handshake(child) is not None
 
 
 async def test_refusal_uses_http_response_extension() -> None:
@@ -710,3 +725,23 @@ async def test_a_cancelled_connection_closes_as_the_servers() -> None:
         await task
     (closed,) = sink.closes
     assert (closed.closed_by, closed.reason) == ("server", "cancelled")
+
+
+def test_a_connection_sets_every_slot_of_its_record() -> None:
+    # _Connection sets HandshakeInfo's fields itself (a call fewer per handshake): none may be
+    # forgotten when a field is added to the record.
+    from asgi_ws_handshake.middleware import _Connection
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    middleware = HandshakeMiddleware(app, audit=[])
+    conn = _Connection(middleware, ws_scope(), Script().receive, Script().send)
+    slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
+    assert len(slots) > 15
+    # Except ``auth``: set only by the authenticate step, so that routes without it pay
+    # nothing for it (HandshakeInfo.__init__ says so; read through ``authenticated``).
+    assert conn.authenticated is None
+    for name in slots:
+        if name != "auth":
+            getattr(conn, name)  # AttributeError if it was never set
