@@ -75,17 +75,13 @@ def open_session(
         else:
             scope = {**scope, "user": identity, "auth": AuthScopes(identity.scopes)}
     identity = None if auth is None else auth.identity
-    deadline: tuple[float, str] | None = None
+    expires_at = None
+    if policy.close_on_expiry and identity is not None:
+        expires_at = identity.expires_at
     age = policy.max_connection_age
-    if age is not None:
-        deadline = (float(age), AGE_REASON)
-    if policy.close_on_expiry and identity is not None and identity.expires_at is not None:
-        left = identity.expires_at - conn.now()
-        if deadline is None or left < deadline[0]:
-            deadline = (left, EXPIRY_REASON)
-    if deadline is None:
+    if age is None and expires_at is None:
         return scope, app
-    expiry = Expiry(conn, deadline[0], policy.expiry_close_code, deadline[1])
+    expiry = Expiry(conn, age, expires_at, policy.expiry_close_code)
     return scope, expiry.wrap(app)
 
 
@@ -98,11 +94,12 @@ class Expiry:
     """
 
     __slots__ = (
+        "age",
         "closed",
         "code",
         "conn",
-        "delay",
         "error",
+        "expires_at",
         "handle",
         "reason",
         "server_receive",
@@ -110,11 +107,15 @@ class Expiry:
         "task",
     )
 
-    def __init__(self, conn: _Connection, delay: float, code: int, reason: str) -> None:
+    def __init__(
+        self, conn: _Connection, age: float | None, expires_at: float | None, code: int
+    ) -> None:
         self.conn = conn
-        self.delay = delay
+        #: Seconds from the accept, and the wall-clock expiry: the earlier one is the deadline.
+        self.age = age
+        self.expires_at = expires_at
         self.code = code
-        self.reason = reason
+        self.reason = AGE_REASON
         self.server_receive: Receive = conn.receive_
         self.server_send: Send = conn.send_
         conn.receive_ = self.receive
@@ -166,8 +167,15 @@ class Expiry:
     # -- the timer
 
     def _start(self) -> None:
+        # Counted from the accept; the identity's expiry is a moment on the wall clock.
+        delay = self.age
+        if self.expires_at is not None:
+            left = self.expires_at - self.conn.now()
+            if delay is None or left < delay:
+                delay, self.reason = left, EXPIRY_REASON
+        assert delay is not None
         loop = asyncio.get_running_loop()
-        self.handle = loop.call_at(loop.time() + max(0.0, self.delay), self._fire)
+        self.handle = loop.call_at(loop.time() + max(0.0, delay), self._fire)
 
     def _cancel(self) -> None:
         handle, self.handle = self.handle, None

@@ -287,3 +287,21 @@ async def test_sockets_without_a_deadline_talk_to_the_server_directly() -> None:
     await run(app, ws_scope(), policy=HandshakePolicy(max_connection_age=9), script=script)
     send_, _ = holders[1]
     assert send_ != script.send
+
+
+async def test_the_expiry_is_a_moment_and_the_age_counts_from_the_accept(clock: Clock) -> None:
+    def hook(request: AuthRequest) -> Identity:
+        return Identity("alice", expires_at=NOW + 5)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await clock.advance(3)  # the app takes its time before accepting
+        await send({"type": "websocket.accept"})
+        await clock.advance(1.9)  # 4.9 s after the handshake: still open
+        assert closes(script) == []
+        await clock.advance(0.2)  # the credential's moment has passed
+
+    script = Script(then_disconnect=False)
+    policy = HandshakePolicy(authenticate=hook, max_connection_age=4)
+    await run(app, ws_scope(), policy=policy, script=script, clock=clock.wall)
+    assert [m["reason"] for m in closes(script)] == [EXPIRY_REASON]
