@@ -31,7 +31,7 @@ from tests.support import GOOD_ACCEPT, new_key
 EXPECTED_FIELDS = {
     "id", "time", "duration", "client", "path", "route", "host", "origin", "subprotocols",
     "subprotocol", "version", "key", "key_valid", "expected_accept", "key_reused", "outcome",
-    "reason", "status", "denial", "detail", "store_error",
+    "reason", "status", "denial", "detail", "store_error", "subject", "credential",
 }  # fmt: skip
 
 
