@@ -50,6 +50,7 @@ DENIAL = "websocket.handshake.denial"
 DETAIL = "websocket.handshake.detail"
 KEY_REUSED = "websocket.handshake.key_reused"
 STORE_ERROR = "websocket.handshake.store_error"
+CREDENTIAL = "websocket.handshake.credential"
 CLOSE_CODE = "websocket.connection.close_code"
 CLOSED_BY = "websocket.connection.closed_by"
 CLOSE_REASON = "websocket.connection.close_reason"
@@ -58,6 +59,7 @@ LIFETIME = "websocket.connection.lifetime"
 STATUS = "http.response.status_code"
 HTTP_ROUTE = "http.route"
 ERROR_TYPE = "error.type"
+USER_ID = "user.id"  # the identity's subject (semantic conventions' user registry)
 
 
 class OpenTelemetrySink:
@@ -309,6 +311,8 @@ def _attributes(event: AuditEvent) -> dict[str, AttributeValue]:
         DETAIL: event.detail or None,
         KEY_REUSED: event.key_reused,
         STORE_ERROR: event.store_error or None,
+        USER_ID: event.subject,
+        CREDENTIAL: event.credential,
     }
     attributes.update({name: value for name, value in optional.items() if value is not None})
     offered = event.subprotocols

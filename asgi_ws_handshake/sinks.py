@@ -228,6 +228,8 @@ def _ecs_fields(event: dict[str, Any]) -> dict[str, Any]:
     }
     if event.get("status") is not None:
         fields["http"] = {"response": {"status_code": event["status"]}}
+    if event.get("subject") is not None:
+        fields["user"] = {"id": event["subject"]}
     client = event.get("client")
     if isinstance(client, str):
         address, _, port = client.rpartition(":")

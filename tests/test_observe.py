@@ -26,8 +26,10 @@ from prometheus_client import CollectorRegistry
 
 from asgi_ws_handshake import (
     AuditEvent,
+    AuthRequest,
     HandshakeInfo,
     HandshakePolicy,
+    Identity,
     JSONFormatter,
     LoggingSink,
     MemorySink,
@@ -144,6 +146,21 @@ async def test_own_internal_span_under_a_span_that_is_not_a_server_span(
     assert [s.kind for s in ours] == [trace.SpanKind.INTERNAL]
     assert ours[0].parent is not None
     assert ours[0].parent.span_id == outer.get_span_context().span_id
+
+
+async def test_the_subject_is_recorded_never_the_credential(
+    recorded: Recorded, logged: tuple[logging.Logger, Lines]
+) -> None:
+    def alice(request: AuthRequest) -> Identity:
+        return Identity("alice")
+
+    logger, handler = logged
+    policy = HandshakePolicy(authenticate=alice)
+    await run(None, policy=policy, audit=[recorded.sink, LoggingSink(logger)])
+    (span,) = recorded.spans(SPAN_NAME)
+    assert (span.attributes or {})["user.id"] == "alice"
+    (line,) = (json.loads(line) for line in handler.lines)
+    assert line["user"] == {"id": "alice"}
 
 
 async def test_server_errors_mark_the_span(recorded: Recorded) -> None:
