@@ -93,6 +93,13 @@ POLICY_OPTIONS: dict[str, tuple[str, bool]] = {
     "max_connections_per_client": ("int", True),
     "connections_retry_after": ("int", False),
     "on_store_error": ("choice:open|closed", False),
+    "authenticate": ("callable", True),
+    "authenticate_timeout": ("float", False),
+    "allow_anonymous": ("bool", False),
+    "limit_key": ("choice:client|subject", False),  # a key function: in code only
+    "max_connection_age": ("float", True),
+    "close_on_expiry": ("bool", False),
+    "expiry_close_code": ("int", False),
 }
 # Options whose checks in HandshakePolicy do not depend on other options: tried one at a time
 # so that an error names the key that caused it.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import inspect
 import logging
 import time
@@ -38,7 +39,8 @@ class Auditor:
     Sync sinks run inline (they must be fast: wrap slow ones in ``ThreadedSink``); awaitables
     returned by async sinks run as background tasks bounded by ``timeout`` and ``max_pending``.
     With ``fail_closed`` every sink is awaited and ``deliver`` reports whether all succeeded.
-    Sinks with a ``closed(event)`` method also receive ``CloseEvent``\\ s.
+    Sinks with a ``closed(event)`` method also receive ``CloseEvent``\\ s; sinks with an
+    ``audit_problem(sink, exc)`` method are told of every problem counted here.
     """
 
     def __init__(
@@ -83,6 +85,13 @@ class Auditor:
         )
         #: Whether any sink takes ``CloseEvent``\\ s (the middleware records ends only then).
         self.watches_closes = bool(self._closers)
+        # Sinks that count problems (an ``audit_problem(sink, exc)`` method: metrics sinks),
+        # told of each failure (``exc``) or drop (None) where it is counted: nothing per event.
+        self._counters: tuple[Callable[[object, BaseException | None], Any], ...] = tuple(
+            getattr(sink, "audit_problem")  # noqa: B009 (AuditSink has no such attribute)
+            for sink in self._sinks
+            if callable(getattr(sink, "audit_problem", None))
+        )
         for sink in self._sinks:
             if hasattr(sink, "problems"):  # ThreadedSink: problems in its thread come here
                 setattr(sink, "problems", self._problem)  # noqa: B010
@@ -155,6 +164,9 @@ class Auditor:
             self.dropped += 1
         else:
             self.failures += 1
+        for count in self._counters:
+            with contextlib.suppress(Exception):  # a counter must not turn one problem into two
+                count(sink, exc)
         name = repr(sink)
         now = time.monotonic()
         if name not in self._reported:

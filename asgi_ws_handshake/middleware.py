@@ -36,6 +36,7 @@ from .decision import Accept, Reason, Reject, refusal
 from .delivery import Auditor
 from .policy import HandshakePolicy
 from .request import HandshakeRequest, route_path
+from .session import open_session
 from .sinks import LoggingSink
 from .stores import HandshakeStore, MemoryStore
 
@@ -178,12 +179,19 @@ class HandshakeMiddleware:
                 decision = Reject.because(
                     Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}"
                 )
+            app = self.app
             if type(decision) is Accept and policy.stateful:
-                checked = conn.check(self.store, policy, decision, request, self.backlog)
+                checked = conn.check(self.store, policy, decision, request, self.backlog, scope)
                 if type(checked) is Accept or type(checked) is Reject:
                     decision = checked
-                else:  # the store suspended: wait for its answers
+                else:  # the store (or authenticate) suspended: wait for its answers
                     decision = await checked  # type: ignore[misc]
+                # An identity for the app, a deadline for the connection (session.py). (The
+                # policy's ``sessions``, read as its two fields: no property call per handshake.)
+                if (
+                    policy.authenticate is not None or policy.max_connection_age is not None
+                ) and type(decision) is Accept:
+                    scope, app = open_session(conn, policy, scope, app)
             conn.decision = decision
             if type(decision) is Reject:
                 await conn.deny(decision, Outcome.REJECTED)
@@ -202,7 +210,7 @@ class HandshakeMiddleware:
                 child = {**scope, "state": state}
             ended: BaseException | None = None
             try:
-                await self.app(child, conn.receive, conn.send)
+                await app(child, conn.receive, conn.send)
             except BaseException as exc:
                 ended = exc
                 if not await conn.app_raised(exc):
@@ -395,6 +403,7 @@ class _Connection(StoreChecks):
         try:
             await self.send_(message)
         except BaseException:
+            self.state = _ANSWERED  # never opened: no CloseEvent follows this handshake's event
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left while accepting")
             raise
         self.audit(Outcome.ACCEPTED, None, 101, selected=subprotocol)
@@ -450,6 +459,10 @@ class _Connection(StoreChecks):
             _perf() - self.opened,
             self.mw.clock(),
         )
+
+    def now(self) -> float:
+        """The middleware's wall clock (identity expiry is judged by it)."""
+        return self.mw.clock()
 
     def finish(self) -> None:
         """The app has returned: let go of the server's callables (events outlive them)."""

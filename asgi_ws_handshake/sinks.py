@@ -8,6 +8,8 @@ path, the Origin, the Host) can hold CR, LF or terminal escapes, so text output 
 from __future__ import annotations
 
 import collections
+import contextlib
+import ipaddress
 import json
 import logging
 import queue
@@ -134,21 +136,115 @@ class LoggingSink:
 
 
 class JSONFormatter(logging.Formatter):
-    """Format records as one JSON object a line, merging ``extra["ws_handshake"]``."""
+    """Format records as one JSON object a line, in the Elastic Common Schema's field names.
+
+    Follows the ecs-logging layout (``@timestamp``, ``log.level``, ``message`` first,
+    ``ecs.version``; the rest as nested objects), so Elasticsearch, OpenSearch, Loki or
+    Datadog pipelines index it without a mapping: ``log.logger``, ``log.origin``,
+    ``process``, ``error.*`` for exceptions, ``trace.id``/``span.id`` when OpenTelemetry's
+    logging instrumentation set them. A record from ``LoggingSink`` adds the ECS fields of
+    the handshake (``event.*``, ``client.*``, ``url.path``, ``http.response.status_code``)
+    and the whole event under ``websocket.handshake`` (or, for the end of a connection,
+    ``websocket.connection``). JSON escapes every control character: one line per record.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
+            "@timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "log.level": record.levelname.lower(),
             "message": record.getMessage(),
+            "ecs.version": ECS_VERSION,
+            "log": {
+                "logger": record.name,
+                "origin": {
+                    "file": {"name": record.filename, "line": record.lineno},
+                    "function": record.funcName,
+                },
+            },
+            "process": {"pid": record.process, "thread": {"name": record.threadName}},
         }
         event = getattr(record, "ws_handshake", None)
         if isinstance(event, dict):
-            data["event"] = event
-        if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(data, separators=(",", ":"))
+            data.update(_ecs_fields(event))
+        trace_id = getattr(record, "otelTraceID", None)
+        if isinstance(trace_id, str) and trace_id.strip("0"):
+            data["trace"] = {"id": trace_id}
+            span_id = getattr(record, "otelSpanID", None)
+            if isinstance(span_id, str) and span_id.strip("0"):
+                data["span"] = {"id": span_id}
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            data["error"] = {
+                "type": type(exc).__qualname__,
+                "message": str(exc),
+                "stack_trace": self.formatException(record.exc_info),
+            }
+        elif record.stack_info:
+            data["error"] = {"stack_trace": self.formatStack(record.stack_info)}
+        return json.dumps(data, separators=(",", ":"), default=str)
+
+
+#: The ECS version whose field names ``JSONFormatter`` writes.
+ECS_VERSION = "8.11.0"
+_ECS_OUTCOME = {"accepted": "success", "client_gone": "unknown"}  # else a refusal: failure
+_ECS_TYPE = {
+    "accepted": ["connection", "allowed", "start"],
+    "app_error": ["connection", "error"],
+    "client_gone": ["connection", "end"],
+}
+
+
+def _ecs_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The ECS fields of a handshake's (or a close's) ``to_dict()``."""
+    if event.get("event") == "closed":
+        lifetime = event.get("lifetime")
+        return {
+            "event": {
+                "kind": "event",
+                "category": ["network", "web"],
+                "type": ["connection", "end"],
+                "action": "websocket-closed",
+                "outcome": "failure" if event.get("closed_by") == "error" else "success",
+                "duration": _nanoseconds(lifetime),
+            },
+            "url": {"path": event.get("path")},
+            "websocket": {"connection": event},
+        }
+    outcome = event.get("outcome")
+    fields: dict[str, Any] = {
+        "event": {
+            "kind": "event",
+            "category": ["network", "web"],
+            "type": _ECS_TYPE.get(str(outcome), ["connection", "denied"]),
+            "action": "websocket-handshake",
+            "outcome": _ECS_OUTCOME.get(str(outcome), "failure"),
+            "reason": event.get("reason"),
+            "duration": _nanoseconds(event.get("duration")),
+        },
+        "url": {"path": event.get("path")},
+        "websocket": {"handshake": event},
+    }
+    if event.get("status") is not None:
+        fields["http"] = {"response": {"status_code": event["status"]}}
+    if event.get("subject") is not None:
+        fields["user"] = {"id": event["subject"]}
+    client = event.get("client")
+    if isinstance(client, str):
+        address, _, port = client.rpartition(":")
+        found: dict[str, Any] = {"address": address or client}
+        fields["client"] = found
+        with contextlib.suppress(ValueError):
+            found["ip"] = str(ipaddress.ip_address(address))
+        if port.isascii() and port.isdigit():
+            found["port"] = int(port)
+    return fields
+
+
+def _nanoseconds(seconds: object) -> int | None:
+    """ECS durations are nanoseconds."""
+    return round(seconds * 1e9) if isinstance(seconds, int | float) else None
 
 
 class JSONLinesSink:

@@ -29,6 +29,11 @@ variant its "added" is measured against:
   value a new ``bytes`` per request, as servers build them (nothing hashed yet).
 - ``http_bare``, ``http_ours``, ``http_class``: an ``http`` scope through the bare app, the
   middleware, and a do-nothing middleware class (the yardstick: one extra call).
+- ``ours_prometheus``, ``ours_otel_noop``, ``ours_otel_sdk``, ``ours_otel_metrics``: the
+  integrations, each beside ``ours``'s sink and measured over ``ours``: a ``PrometheusSink``;
+  an ``OpenTelemetrySink`` with no SDK configured (the API's no-op); the SDK recording spans
+  and metrics, exporting nothing (the cost paid in the handshake's task; exporters work in
+  their own threads); the same with ``spans=False``.
 - ``step_scope``, ``step_evaluate``, ``step_store``, ``step_event``: the bare app with the
   middleware's steps done before it, one more each (``benchmarks.steps``), each measured
   against the one before; ``ours`` minus the last is the middleware's own work.
@@ -208,6 +213,73 @@ def _http_class() -> Any:
     from benchmarks import inprocess
 
     return inprocess.Passthrough(inprocess.minimal_app), lambda key: inprocess.http_scope()
+
+
+# -- the integrations, each beside ``ours``'s sink, measured over ``ours``
+
+
+def _integrated(sink: Any) -> Any:
+    """``ours`` with one more sink."""
+    from asgi_ws_handshake import HandshakeMiddleware, MemorySink, MemoryStore
+    from benchmarks import inprocess
+
+    app = HandshakeMiddleware(
+        inprocess.minimal_app,
+        policy=inprocess.full_policy(),
+        audit=[MemorySink(), sink],
+        store=MemoryStore(),
+    )
+    return app, inprocess.websocket_scope
+
+
+@variant("ours_prometheus", "ours + PrometheusSink (added over ours)", baseline="ours")
+def _ours_prometheus() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    from asgi_ws_handshake.metrics import PrometheusSink
+
+    return _integrated(PrometheusSink(CollectorRegistry()))
+
+
+@variant("ours_otel_noop", "ours + OpenTelemetrySink, no SDK (added over ours)", baseline="ours")
+def _ours_otel_noop() -> Any:
+    from asgi_ws_handshake.otel import OpenTelemetrySink
+
+    return _integrated(OpenTelemetrySink())
+
+
+def _otel_sdk(spans: bool) -> Any:
+    """The SDK recording spans (or not) and metrics, exporting nothing: the cost paid in the
+    handshake's task (exporters work in their own threads)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from asgi_ws_handshake.otel import OpenTelemetrySink
+
+    return _integrated(
+        OpenTelemetrySink(
+            tracer_provider=TracerProvider(),
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+            spans=spans,
+        )
+    )
+
+
+@variant(
+    "ours_otel_sdk", "ours + OpenTelemetrySink, SDK recording (added over ours)", baseline="ours"
+)
+def _ours_otel_sdk() -> Any:
+    return _otel_sdk(spans=True)
+
+
+@variant(
+    "ours_otel_metrics",
+    "ours + OpenTelemetrySink(spans=False), SDK (added over ours)",
+    baseline="ours",
+)
+def _ours_otel_metrics() -> Any:
+    return _otel_sdk(spans=False)
 
 
 # -- where the instructions go: the middleware's steps added one at a time (benchmarks.steps)

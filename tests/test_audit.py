@@ -31,7 +31,7 @@ from tests.support import GOOD_ACCEPT, new_key
 EXPECTED_FIELDS = {
     "id", "time", "duration", "client", "path", "route", "host", "origin", "subprotocols",
     "subprotocol", "version", "key", "key_valid", "expected_accept", "key_reused", "outcome",
-    "reason", "status", "denial", "detail", "store_error",
+    "reason", "status", "denial", "detail", "store_error", "subject", "credential",
 }  # fmt: skip
 
 
@@ -300,10 +300,15 @@ async def test_logging_sink_with_json_formatter() -> None:
     finally:
         logger.removeHandler(handler)
     first, second = (json.loads(r) for r in records)
-    assert first["level"] == "INFO"
-    assert first["event"]["outcome"] == "accepted"
-    assert second["level"] == "WARNING"  # refusals log louder
-    assert second["event"]["reason"] == "origin_not_allowed"
+    assert first["log.level"] == "info"
+    assert first["websocket"]["handshake"]["outcome"] == "accepted"
+    assert first["event"]["outcome"] == "success"
+    assert second["log.level"] == "warning"  # refusals log louder
+    assert second["websocket"]["handshake"]["reason"] == "origin_not_allowed"
+    assert (second["event"]["outcome"], second["event"]["reason"]) == (
+        "failure",
+        "origin_not_allowed",
+    )
 
 
 async def test_logging_sink_skips_work_when_disabled() -> None:
@@ -331,15 +336,19 @@ async def test_prometheus_counters_after_a_known_sequence() -> None:
     assert count("accepted", "", "101") == 2
     assert count("rejected", "origin_not_allowed", "403") == 1
     assert count("rejected", "version_unsupported", "426") == 1
-    assert (
-        registry.get_sample_value(
-            "websocket_handshakes_duration_seconds_count", {"outcome": "accepted"}
+
+    def timed(outcome: str) -> float | None:
+        return registry.get_sample_value(
+            "websocket_handshakes_duration_seconds_count", {"outcome": outcome, "route": "default"}
         )
-        == 2
-    )
+
+    assert (timed("accepted"), timed("rejected")) == (2, 2)
+    # Both accepted connections ended (the app returned): none is open, each has a lifetime.
+    assert registry.get_sample_value("websocket_connections_open", {"route": "default"}) == 0
     assert (
         registry.get_sample_value(
-            "websocket_handshakes_duration_seconds_count", {"outcome": "rejected"}
+            "websocket_connections_lifetime_seconds_count",
+            {"route": "default", "code": "none", "closed_by": "app"},
         )
         == 2
     )

@@ -111,8 +111,10 @@ def test_json_formatter_merges_the_event_and_exc_info() -> None:
         record.exc_info = sys.exc_info()
     data = json.loads(JSONFormatter().format(record))
     assert data["message"] == "hello you"
-    assert data["event"]["detail"] == ""
-    assert "ValueError: boom" in data["exc_info"]
+    assert data["websocket"]["handshake"]["detail"] == ""
+    assert data["error"]["type"] == "ValueError"
+    assert data["error"]["message"] == "boom"
+    assert "ValueError: boom" in data["error"]["stack_trace"]
 
 
 def test_json_lines_sink_appends_one_line_per_event(tmp_path: Path) -> None:
@@ -192,14 +194,15 @@ def test_prometheus_sink_counts_by_outcome() -> None:
     from asgi_ws_handshake.metrics import PrometheusSink
 
     registry = prometheus_client.CollectorRegistry()
-    sink = PrometheusSink(registry, namespace="t")
+    sink = PrometheusSink(registry, prefix="t")
     sink(event())
     sink(event(outcome=Outcome.CLIENT_GONE, reason="client_gone", status=None))
     value = registry.get_sample_value(
-        "t_total", {"outcome": "accepted", "reason": "", "route": "default", "status": "101"}
+        "t_handshakes_total",
+        {"outcome": "accepted", "reason": "", "route": "default", "status": "101"},
     )
     gone = registry.get_sample_value(
-        "t_total",
+        "t_handshakes_total",
         {"outcome": "client_gone", "reason": "client_gone", "route": "default", "status": ""},
     )
     assert (value, gone) == (1.0, 1.0)
