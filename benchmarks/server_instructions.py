@@ -75,7 +75,7 @@ PAUSE = 0.004
 
 #: (warm, count)
 FULL = (1100, 1000)
-QUICK = (2, 4)
+QUICK = (5, 30)
 
 
 # -- the server side: runs under valgrind
