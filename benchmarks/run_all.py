@@ -287,7 +287,14 @@ def readme_section(results: dict[str, Any]) -> str:
             summary(results),
             "",
             *(
-                [f"Where the instructions go ({COMMAND}; see below):", "", part, ""]
+                [
+                    "Where an accepted handshake's instructions go (the same run's `step_*` "
+                    "variants: the middleware's steps added to the bare app one at a time, "
+                    "each counted against the one before; see below):",
+                    "",
+                    part,
+                    "",
+                ]
                 if (part := breakdown(results["instructions"])) is not None
                 else []
             ),
