@@ -18,8 +18,10 @@ _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5
 class PrometheusSink:
     """Count handshakes by outcome, reason and route, and time them.
 
-    Metrics: ``<namespace>_total{outcome,reason,route,status}`` (a counter) and
-    ``<namespace>_duration_seconds{outcome}`` (a histogram from connect to outcome).
+    Metrics: ``<namespace>_total{outcome,reason,route,status}`` (a counter),
+    ``<namespace>_duration_seconds{outcome}`` (a histogram from connect to outcome) and
+    ``<namespace>_would_reject_total{reason,route}`` (handshakes a report-only route let
+    through that it would have refused; they also count as accepted in the first).
 
     Args:
         registry: where to register (default: prometheus_client's global registry).
@@ -45,6 +47,12 @@ class PrometheusSink:
             ["outcome", "reason", "route", "status"],
             **kwargs,
         )
+        self.would_reject = prometheus_client.Counter(
+            f"{namespace}_would_reject",
+            "Handshakes a report-only route (enforce=false) let through, by the refusal spared",
+            ["reason", "route"],
+            **kwargs,
+        )
         self.duration = prometheus_client.Histogram(
             f"{namespace}_duration_seconds",
             "Seconds from websocket.connect to the handshake's outcome",
@@ -62,3 +70,6 @@ class PrometheusSink:
             "" if event.status is None else str(event.status),
         ).inc()
         self.duration.labels(outcome).observe(event.duration)
+        would_reject = event.would_reject
+        if would_reject is not None:
+            self.would_reject.labels(would_reject, event.route).inc()

@@ -24,7 +24,9 @@ from typing import Any
 from .audit import DEFAULT_REDACT, AuditEvent, Auditor, AuditSink, HandshakeInfo, Outcome, Redactor
 from .checks import StoreChecks
 from .decision import Accept, Reason, Reject, refusal
+from .logs import note_denial
 from .policy import HandshakePolicy
+from .proxies import Deployment, ProxyHeaders
 from .request import HandshakeRequest, route_path
 from .sinks import LoggingSink
 from .stores import HandshakeStore, MemoryStore
@@ -97,6 +99,15 @@ class HandshakeMiddleware:
         audit_timeout: seconds an async sink may take.
         redact_subprotocols: globs of subprotocols to redact in audit events.
         clock: wall clock for event times.
+        trusted_proxies: addresses and networks of reverse proxies (``"10.0.0.0/8"``,
+            ``"unix:"``): only from these peers are ``X-Forwarded-*`` (or ``Forwarded``)
+            read, for the public host, scheme and client address; from anyone else they are
+            ignored. The server must leave ``scope["client"]`` as the peer (uvicorn:
+            ``--no-proxy-headers``).
+        public_origins: the origins the site is served from; same-origin policies then
+            accept exactly these (Host is not compared).
+        proxy_headers: ``"x-forwarded"`` (default) or ``"forwarded"`` (RFC 7239): which
+            headers the trusted proxies set.
     """
 
     def __init__(
@@ -111,8 +122,14 @@ class HandshakeMiddleware:
         audit_timeout: float = 2.0,
         redact_subprotocols: Iterable[str] = DEFAULT_REDACT,
         clock: Callable[[], float] = time.time,
+        trusted_proxies: Iterable[str] = (),
+        public_origins: Iterable[str] = (),
+        proxy_headers: ProxyHeaders = "x-forwarded",
     ) -> None:
         self.app = app
+        # The network in front of the app; None (the headers are not even read) without both.
+        deployment = Deployment(trusted_proxies, public_origins, proxy_headers)
+        self.deployment = deployment if deployment.proxied or deployment.public_origins else None
         self.policy = policy if policy is not None else HandshakePolicy()
         self.routes: tuple[tuple[re.Pattern[str], str, HandshakePolicy], ...] = tuple(
             (re.compile(fnmatch.translate(pattern)), pattern, route_policy)
@@ -163,8 +180,11 @@ class HandshakeMiddleware:
                     decision = await checked  # type: ignore[misc]
             conn.decision = decision
             if type(decision) is Reject:
-                await conn.deny(decision, Outcome.REJECTED)
-                return
+                if policy.enforce:
+                    await conn.deny(decision, Outcome.REJECTED)
+                    return
+                # Report-only: audited as accepted, would_reject naming the refusal.
+                decision = conn.decision = policy.report_only(request, decision)
             conn.connect = message
             state = scope.get("state")
             if not (type(state) is dict or isinstance(state, Mapping)):
@@ -225,7 +245,9 @@ class _Connection(StoreChecks):
     )
 
     def __init__(self, mw: HandshakeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
-        HandshakeInfo.__init__(self, HandshakeRequest.from_scope(scope), redact=mw.redact)
+        HandshakeInfo.__init__(
+            self, HandshakeRequest.from_scope(scope, mw.deployment), redact=mw.redact
+        )
         self.started = _perf()
         self.mw = mw
         #: The server's own list of offered subprotocols (what it is able to send back).
@@ -382,6 +404,8 @@ class _Connection(StoreChecks):
                 await self.send_(start)
                 await self.send_(body)
                 status, denial = reject.status, "http_response"
+                if outcome is Outcome.REJECTED:
+                    note_denial()  # (for the uvicorn log filter, logs.quiet_uvicorn_denials)
             else:
                 # No extension (daphne): a close before accept, which servers send as 403.
                 await self.send_({"type": "websocket.close", "code": 1008})

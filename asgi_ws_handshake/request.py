@@ -20,11 +20,19 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-__all__ = ["HandshakeRequest", "RawValues", "client_address", "route_path"]
+from .proxies import WSS_SITE, Site
+
+if TYPE_CHECKING:
+    from .proxies import Deployment
+
+__all__ = ["HandshakeRequest", "RawValues", "Site", "client_address", "route_path"]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
+#: Fields read when present, most handshakes carrying none of them: Sec-Fetch-Site, and the
+#: headers a proxy adds (judged only from peers in ``trusted_proxies``, see ``proxies``).
+_FETCH_SITE, _FORWARDED, _XFF, _XF_HOST, _XF_PROTO = range(5, 10)
 _OTHER = -1
 #: Header names -> the field they are, or _OTHER. The common lowercase names of a browser's
 #: handshake are listed as _OTHER so that only unknown names need the lowercase check.
@@ -34,6 +42,11 @@ _FIELDS = {
     b"sec-websocket-version": _VERSION,
     b"sec-websocket-key": _KEY,
     b"sec-websocket-protocol": _PROTOCOL,
+    b"sec-fetch-site": _FETCH_SITE,
+    b"forwarded": _FORWARDED,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-host": _XF_HOST,
+    b"x-forwarded-proto": _XF_PROTO,
     **dict.fromkeys(
         [
             b"accept",
@@ -43,17 +56,12 @@ _FIELDS = {
             b"cache-control",
             b"connection",
             b"cookie",
-            b"forwarded",
             b"pragma",
             b"sec-fetch-dest",
             b"sec-fetch-mode",
-            b"sec-fetch-site",
             b"sec-websocket-extensions",
             b"upgrade",
             b"user-agent",
-            b"x-forwarded-for",
-            b"x-forwarded-host",
-            b"x-forwarded-proto",
             b"x-real-ip",
         ],
         _OTHER,
@@ -138,10 +146,18 @@ class RawValues(NamedTuple):
     #: Verdicts of pure functions of these values (see the module docstring); None when the
     #: entry is not cached, so nothing is remembered about it either.
     memo: dict[object, Any] | None = None
+    #: Where the site is served from, when known beyond Host (part of the cache key).
+    site: Site | None = None
 
     @classmethod
     def decode(
-        cls, origin: object, host: object, version: object, protocol: object, listed: object
+        cls,
+        origin: object,
+        host: object,
+        version: object,
+        protocol: object,
+        listed: object,
+        site: Site | None = None,
     ) -> RawValues:
         """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line."""
         if listed is not None:
@@ -151,7 +167,12 @@ class RawValues(NamedTuple):
             # RFC 9110 5.6.1.2: empty list items are ignored.
             offered = tuple([item for item in _items(_decoded(protocol)) if item])
         return cls(
-            tuple(_decoded(host)), _items(_decoded(origin)), _items(_decoded(version)), offered
+            tuple(_decoded(host)),
+            _items(_decoded(origin)),
+            _items(_decoded(version)),
+            offered,
+            None,
+            site,
         )
 
 
@@ -196,16 +217,17 @@ _CACHE = _Cache()
 _ENTRY = _CACHE.entries.get
 
 
-#: Where the five fields are in a header list: for each, None (absent), the index of its
-#: one line, or a tuple of the indexes of its repeated lines.
-Layout = tuple[Any, Any, Any, Any, Any]
+#: Where the fields are in a header list: for each of the five handshake fields, None
+#: (absent), the index of its one line, or a tuple of the indexes of its repeated lines; then
+#: None when no optional field is there (the usual case), else the same for each of them.
+Layout = tuple[Any, Any, Any, Any, Any, Any]
 _NAME = operator.itemgetter(0)
 _LAYOUTS: dict[bytes, Layout] = {}
 
 
 def _layout(names: list[Any]) -> Layout:
     """Where the fields are among ``names``. Pure, and it never raises."""
-    found: list[list[int]] = [[], [], [], [], []]
+    found: list[list[int]] = [[], [], [], [], [], [], [], [], [], []]
     for position, name in enumerate(names):
         if type(name) is not bytes:
             continue  # (not a header name: nothing a policy could read)
@@ -219,10 +241,10 @@ def _layout(names: list[Any]) -> Layout:
                 continue
         if index >= 0:
             found[index].append(position)
-    o, h, v, k, p = (
+    o, h, v, k, p, *optional = (
         None if not where else where[0] if len(where) == 1 else tuple(where) for where in found
     )
-    return (o, h, v, k, p)
+    return (o, h, v, k, p, None if optional.count(None) == len(optional) else tuple(optional))
 
 
 def _layout_of(headers: list[Any] | tuple[Any, ...]) -> Layout:
@@ -313,18 +335,32 @@ class HandshakeRequest(NamedTuple):
     #: The decoded Origin, Host, version and offer; ``from_scope`` shares one per distinct
     #: set of raw values (see the module docstring). None: build it from the fields above.
     raw: RawValues | None = None
+    #: The ``Sec-Fetch-Site`` value (Fetch Metadata), repeated lines comma-joined; None when
+    #: absent (non-browser clients, older browsers).
+    fetch_site: str | None = None
+    #: Where the site is served from beyond Host: a trusted proxy's view, ``public_origins``,
+    #: or https under a ``wss`` scope (the same value as ``raw.site``).
+    site: Site | None = None
 
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any]) -> HandshakeRequest:
+    def from_scope(
+        cls, scope: Mapping[str, Any], deployment: Deployment | None = None
+    ) -> HandshakeRequest:
         """Build a request from an ASGI ``websocket`` scope.
 
         Tolerates every byte sequence in header names and values and reads the optional scope
         keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
+
+        Args:
+            scope: the ASGI scope.
+            deployment: the middleware's ``trusted_proxies`` and ``public_origins``; a
+                trusted peer's ``Forwarded`` / ``X-Forwarded-*`` headers then give the public
+                host, scheme and client address. None: those headers are not read.
         """
         headers = scope.get("headers") or ()
         if type(headers) is not list and type(headers) is not tuple:
             headers = list(headers)
-        o, h, v, k, p = _layout_of(headers)
+        o, h, v, k, p, optional = _layout_of(headers)
         # Each field on one line, its value bytes: the usual case, inline.
         origin = headers[o][1] if type(o) is int else _values(headers, o)
         host = headers[h][1] if type(h) is int else _values(headers, h)
@@ -348,7 +384,26 @@ class HandshakeRequest(NamedTuple):
             scope_list = scope.get("subprotocols")
             if scope_list and (type(scope_list) is list or type(scope_list) is tuple):
                 listed = tuple(scope_list)
-        raw_key = (origin, host, version, protocol, listed)
+        client = scope.get("client")
+        if not (
+            type(client) is tuple
+            and len(client) == 2
+            and type(client[0]) is str
+            and type(client[1]) is int
+        ):
+            client = client_address(client)
+        scheme = scope.get("scheme", "ws")
+        if type(scheme) is not str:
+            scheme = str(scheme)
+        fetch_site = None
+        if optional is None and deployment is None:
+            site = WSS_SITE if scheme == "wss" else None
+        else:
+            fetch_site, site, client = _optional(headers, optional, scheme, client, deployment)
+        if site is None:
+            raw_key: tuple[object, ...] = (origin, host, version, protocol, listed)
+        else:
+            raw_key = (origin, host, version, protocol, listed, site)
         try:
             raw = _ENTRY(raw_key)
         except TypeError:  # an unhashable scope list
@@ -359,18 +414,9 @@ class HandshakeRequest(NamedTuple):
             keys: tuple[str, ...] = (key.decode("latin-1").strip(_OWS),)
         else:
             keys = _items(_decoded(key))
-        client = scope.get("client")
-        if not (
-            type(client) is tuple
-            and len(client) == 2
-            and type(client[0]) is str
-            and type(client[1]) is int
-        ):
-            client = client_address(client)
         extensions = scope.get("extensions")
         path = scope.get("path", "/")
         http_version = scope.get("http_version", "1.1")
-        scheme = scope.get("scheme", "ws")
         return cls(
             path if type(path) is str else str(path),
             raw.hosts,
@@ -379,9 +425,34 @@ class HandshakeRequest(NamedTuple):
             keys,
             raw.subprotocols,
             http_version if type(http_version) is str else str(http_version),
-            scheme if type(scheme) is str else str(scheme),
+            scheme,
             client,
             (type(extensions) is dict or isinstance(extensions, Mapping))
             and "websocket.http.response" in extensions,
             raw,
+            fetch_site,
+            site,
         )
+
+
+def _optional(
+    headers: list[Any] | tuple[Any, ...],
+    optional: tuple[Any, ...] | None,
+    scheme: str,
+    client: tuple[str, int] | None,
+    deployment: Deployment | None,
+) -> tuple[str | None, Site | None, tuple[str, int] | None]:
+    """Sec-Fetch-Site, and the site and client as the deployment sees them."""
+    texts = (None,) * 5 if optional is None else tuple([_text(headers, w) for w in optional])
+    if deployment is None:
+        return texts[0], WSS_SITE if scheme == "wss" else None, client
+    site, client = deployment.resolve(client, scheme, texts[1], texts[2], texts[3], texts[4])
+    return texts[0], site, client
+
+
+def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
+    """An optional field's value as text, repeated lines comma-joined (as daphne joins them)."""
+    if where is None:
+        return None
+    raw = _as_bytes(_value(headers[where])) if type(where) is int else _values(headers, where)
+    return ", ".join(_decoded(raw))
