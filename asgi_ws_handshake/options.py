@@ -188,7 +188,7 @@ MIDDLEWARE: tuple[Option, ...] = (
         True,
         "None",
         "`{glob: policy}` over the path the app's router sees (`path` minus `root_path`), "
-        "first match wins (`fnmatch`, case-sensitive). In a file: `[routes.\"/glob\"]` tables",
+        'first match wins (`fnmatch`, case-sensitive). In a file: `[routes."/glob"]` tables',
     ),
     Option(
         "audit",
@@ -231,7 +231,7 @@ MIDDLEWARE: tuple[Option, ...] = (
         False,
         "()",
         "addresses and networks of your reverse proxies (`10.0.0.0/8`, `::1`, `unix:` for a "
-        "Unix socket), as `scope[\"client\"]` names the peer. Only from these are the proxy "
+        'Unix socket), as `scope["client"]` names the peer. Only from these are the proxy '
         "headers read (public host, scheme and client address); from anyone else they are "
         "ignored. Run uvicorn with `--no-proxy-headers`: the guard reads them itself",
     ),

@@ -74,7 +74,16 @@ class Deployment:
         ValueError: naming the option and the bad entry.
     """
 
-    __slots__ = ("_addresses", "_networks", "_plain", "_trust", "_unix", "_wss", "headers", "warned")
+    __slots__ = (
+        "_addresses",
+        "_networks",
+        "_plain",
+        "_trust",
+        "_unix",
+        "_wss",
+        "headers",
+        "warned",
+    )
 
     def __init__(
         self,

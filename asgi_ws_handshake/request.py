@@ -187,7 +187,7 @@ class _Cache:
 
     def add(self, key: tuple[object, ...]) -> RawValues:
         """Decode the raw values of ``key`` (not found in ``entries``) and keep them if short."""
-        entry = RawValues.decode(*key)
+        entry = RawValues.decode(*key)  # type: ignore[arg-type]
         weight = sum(map(_weight, key))
         if weight > _LONG:  # long values are decoded for this handshake only, never kept
             return entry
