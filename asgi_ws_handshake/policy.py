@@ -310,8 +310,14 @@ class HandshakePolicy:
                     site=request.site,
                 )
             )
-        if request.fetch_site is not None and type(verdict) is Accept and self._cross_site_check:
-            verdict = self._fetch_site(request.fetch_site, verdict)
+        fetch_site = request.fetch_site
+        if (
+            fetch_site is not None
+            and "cross-site" in fetch_site
+            and type(verdict) is Accept
+            and self._cross_site_check
+        ):
+            verdict = self._fetch_site(fetch_site, verdict)
         if self.select_subprotocol is None or type(verdict) is not Accept:
             return verdict
         return self._select(request, verdict)

@@ -219,7 +219,8 @@ _ENTRY = _CACHE.entries.get
 
 #: Where the fields are in a header list: for each of the five handshake fields, None
 #: (absent), the index of its one line, or a tuple of the indexes of its repeated lines; then
-#: None when no optional field is there (the usual case), else the same for each of them.
+#: for the optional fields None when none is there, the index of the Sec-Fetch-Site line when
+#: it is alone (as browsers send it), else a tuple of where each is.
 Layout = tuple[Any, Any, Any, Any, Any, Any]
 _NAME = operator.itemgetter(0)
 _LAYOUTS: dict[bytes, Layout] = {}
@@ -244,7 +245,11 @@ def _layout(names: list[Any]) -> Layout:
     o, h, v, k, p, *optional = (
         None if not where else where[0] if len(where) == 1 else tuple(where) for where in found
     )
-    return (o, h, v, k, p, None if optional.count(None) == len(optional) else tuple(optional))
+    if optional.count(None) == len(optional):
+        return (o, h, v, k, p, None)
+    if type(optional[0]) is int and optional.count(None) == len(optional) - 1:
+        return (o, h, v, k, p, optional[0])  # one Sec-Fetch-Site line: a browser's handshake
+    return (o, h, v, k, p, tuple(optional))
 
 
 def _layout_of(headers: list[Any] | tuple[Any, ...]) -> Layout:
@@ -396,8 +401,14 @@ class HandshakeRequest(NamedTuple):
         if type(scheme) is not str:
             scheme = str(scheme)
         fetch_site = None
-        if optional is None and deployment is None:
+        if deployment is None and (optional is None or type(optional) is int):
             site = WSS_SITE if scheme == "wss" else None
+            if optional is not None:
+                value = headers[optional][1]
+                if type(value) is bytes:
+                    fetch_site = value.decode("latin-1").strip(_OWS)
+                else:
+                    fetch_site = _text(headers, optional)
         else:
             fetch_site, site, client = _optional(headers, optional, scheme, client, deployment)
         if site is None:
@@ -431,22 +442,24 @@ class HandshakeRequest(NamedTuple):
             and "websocket.http.response" in extensions,
             raw,
             fetch_site,
-            site,
+            raw.site,  # (the cached one, so that the policy's memo can tell it is the same)
         )
 
 
 def _optional(
     headers: list[Any] | tuple[Any, ...],
-    optional: tuple[Any, ...] | None,
+    optional: int | tuple[Any, ...] | None,
     scheme: str,
     client: tuple[str, int] | None,
     deployment: Deployment | None,
 ) -> tuple[str | None, Site | None, tuple[str, int] | None]:
     """Sec-Fetch-Site, and the site and client as the deployment sees them."""
-    texts = (None,) * 5 if optional is None else tuple([_text(headers, w) for w in optional])
+    if type(optional) is int:
+        optional = (optional, None, None, None, None)
+    texts = [None] * 5 if optional is None else [_text(headers, where) for where in optional]  # type: ignore[union-attr]
     if deployment is None:
         return texts[0], WSS_SITE if scheme == "wss" else None, client
-    site, client = deployment.resolve(client, scheme, texts[1], texts[2], texts[3], texts[4])
+    site, client = deployment.resolve(client, scheme, *texts[1:])
     return texts[0], site, client
 
 
@@ -454,5 +467,9 @@ def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
     """An optional field's value as text, repeated lines comma-joined (as daphne joins them)."""
     if where is None:
         return None
-    raw = _as_bytes(_value(headers[where])) if type(where) is int else _values(headers, where)
-    return ", ".join(_decoded(raw))
+    if type(where) is int:
+        value = _value(headers[where])
+        if type(value) is bytes:
+            return value.decode("latin-1").strip(_OWS)
+        return _as_bytes(value).decode("latin-1").strip(_OWS)
+    return ", ".join(_decoded(_values(headers, where)))
