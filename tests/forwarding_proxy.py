@@ -33,10 +33,14 @@ class ForwardingProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -45,6 +49,9 @@ class ForwardingProxy:
         self._ready.set()
         async with server:
             await self._stop.wait()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def start(self) -> ForwardingProxy:
         self._thread.start()
@@ -67,13 +74,19 @@ class ForwardingProxy:
         ]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             async with asyncio.timeout(_LIFETIME):
                 await self._forward(reader, writer)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
+            self._tasks.discard(task)
             writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -96,15 +109,21 @@ class ForwardingProxy:
             *self.headers(client, host),
         ]
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((PROXY_ADDRESS, 0))
-        sock.setblocking(False)
-        await self._loop.sock_connect(sock, ("127.0.0.1", self.backend))
-        back_reader, back_writer = await asyncio.open_connection(sock=sock)
+        try:
+            sock.bind((PROXY_ADDRESS, 0))
+            sock.setblocking(False)
+            await self._loop.sock_connect(sock, ("127.0.0.1", self.backend))
+            back_reader, back_writer = await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         back_writer.write(b"\r\n".join(upstream) + b"\r\n\r\n")
         try:
             await asyncio.gather(_pipe(reader, back_writer), _pipe(back_reader, writer))
         finally:
             back_writer.close()
+            with contextlib.suppress(Exception):
+                await back_writer.wait_closed()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

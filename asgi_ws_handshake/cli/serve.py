@@ -85,19 +85,19 @@ def find_guard(app: object) -> str | None:
         if current is None or id(current) in seen:
             return None
         seen.add(id(current))
-        name = type(current).__name__
         if isinstance(current, HandshakeMiddleware):
-            return f"{name} is a HandshakeMiddleware" if current is app else "a wrapped app"
+            which = "the app itself" if current is app else "an app it wraps"
+            return f"{which} is a HandshakeMiddleware"
         for entry in getattr(current, "user_middleware", None) or ():
             if getattr(entry, "cls", None) is HandshakeMiddleware:
-                return f"the {name} app's middleware list"
+                return f"its {type(current).__name__} middleware list holds a HandshakeMiddleware"
         current = getattr(current, "app", None)
     return None
 
 
 def _guard_message(app: str, where: str) -> str:
     return (
-        f"the app {app!r} is already guarded ({where} holds a HandshakeMiddleware); serve "
+        f"the app {app!r} is already guarded ({where}); serve "
         "adds its own, which would judge every handshake twice: serve an app without the "
         "middleware (e.g. examples.unguarded_app:app), or run this one with uvicorn"
     )
