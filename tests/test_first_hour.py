@@ -209,7 +209,7 @@ def test_rate_limit_without_the_limits_extra_names_the_key_and_the_extra(
     ):
         assert main(argv) == 1
         err = capsys.readouterr().err
-        assert err.startswith(f"asgi-ws-handshake: error: {path}: routes.\"/ws\".rate_limit: ")
+        assert err.startswith(f'asgi-ws-handshake: error: {path}: routes."/ws".rate_limit: ')
         assert "Traceback" not in err
 
 

@@ -42,9 +42,11 @@ def deployed(
     mode: Mode = request.param
     folder = tmp_path_factory.mktemp(f"proxy-{mode}")
     (folder / "policy.toml").write_text(policy_text(mode))
-    with running(f"serve-{mode}", serve_argv(folder / "policy.toml"), folder) as server:
-        with forwarding(server.port, mode) as proxy_port:
-            yield proxy_port, server.port, folder / "audit.jsonl"
+    with (
+        running(f"serve-{mode}", serve_argv(folder / "policy.toml"), folder) as server,
+        forwarding(server.port, mode) as proxy_port,
+    ):
+        yield proxy_port, server.port, folder / "audit.jsonl"
 
 
 def event_for(audit: Path, key: str) -> dict[str, Any]:
