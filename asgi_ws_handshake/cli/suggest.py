@@ -333,7 +333,8 @@ def summary(suggestion: Suggestion, out: TextIO) -> None:
         )
         for origin, count in route.origins.most_common(10):
             clients = len(route.origin_clients[origin])
-            print(f"  origin {origin}: {count} handshakes from {clients} clients", file=out)
+            plural = "" if clients == 1 else "s"
+            print(f"  origin {origin}: {count} handshakes from {clients} client{plural}", file=out)
         for note in route.notes:
             print(f"  {note}", file=out)
     total = sum(suggestion.refused.values())
