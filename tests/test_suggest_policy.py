@@ -12,8 +12,8 @@ import pytest
 from asgi_ws_handshake.cli import main
 from asgi_ws_handshake.cli.suggest import group_origins, read_events
 from asgi_ws_handshake.config import load_policy_file
-from tests.support import handshake_lines, new_key, raw_handshake, read_events as audit_of
-from tests.support import running
+from tests.support import handshake_lines, new_key, raw_handshake, running
+from tests.support import read_events as audit_of
 from tests.test_cli_serve import serve_argv
 
 REPORT_ONLY = """
