@@ -103,7 +103,8 @@ POLICY: tuple[Option, ...] = (
         "callable",
         True,
         "None",
-        "`(request, offered) -> str | None`, replacing the built-in negotiation (e.g. when a "
+        "`(request, offered)` returning an offered subprotocol or None, replacing the built-in "
+        "negotiation (e.g. when a "
         "token rides in a subprotocol); must return an offered value. In a file: "
         "`'module:attribute'`",
     ),

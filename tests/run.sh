@@ -45,7 +45,7 @@ fi
 echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        .venv/bin/mypy
-echo "== docs"
+echo "== docs"; export NO_MKDOCS_2_WARNING=1
 site=$(mktemp -d)
 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
 rm -rf "$site"

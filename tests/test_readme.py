@@ -63,7 +63,9 @@ def test_the_option_definitions_match_the_classes() -> None:
     for option in POLICY:
         assert ast.literal_eval(option.default) == fields[option.name].default, option.name
     signature = inspect.signature(HandshakeMiddleware.__init__)
-    assert [o.name for o in MIDDLEWARE] == [p for p in signature.parameters if p not in ("self", "app")]
+    assert [o.name for o in MIDDLEWARE] == [
+        p for p in signature.parameters if p not in ("self", "app")
+    ]
 
 
 def test_the_readme_policy_files_are_valid() -> None:
