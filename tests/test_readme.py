@@ -76,9 +76,6 @@ def test_the_readme_policy_files_are_valid() -> None:
 
 
 def test_the_readme_python_blocks_compile_and_use_real_names() -> None:
-    import asgi_ws_handshake
-    import asgi_ws_handshake.logs
-
     known = {o.name for o in POLICY}
     middleware = {o.name for o in MIDDLEWARE}
     blocks = readme_blocks("python")
@@ -96,7 +93,6 @@ def test_the_readme_python_blocks_compile_and_use_real_names() -> None:
                     assert names <= known, names - known
                 if node.func.id == "HandshakeMiddleware":
                     assert names <= middleware, names - middleware
-    assert asgi_ws_handshake.logs.quiet_uvicorn_denials
 
 
 def test_the_demo_extra_installs_what_the_examples_import() -> None:
