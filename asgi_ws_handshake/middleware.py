@@ -99,15 +99,9 @@ class HandshakeMiddleware:
         audit_timeout: seconds an async sink may take.
         redact_subprotocols: globs of subprotocols to redact in audit events.
         clock: wall clock for event times.
-        trusted_proxies: addresses and networks of reverse proxies (``"10.0.0.0/8"``,
-            ``"unix:"``): only from these peers are ``X-Forwarded-*`` (or ``Forwarded``)
-            read, for the public host, scheme and client address; from anyone else they are
-            ignored. The server must leave ``scope["client"]`` as the peer (uvicorn:
-            ``--no-proxy-headers``).
-        public_origins: the origins the site is served from; same-origin policies then
-            accept exactly these (Host is not compared).
-        proxy_headers: ``"x-forwarded"`` (default) or ``"forwarded"`` (RFC 7239): which
-            headers the trusted proxies set.
+        trusted_proxies, public_origins, proxy_headers: behind reverse proxies (see
+            ``proxies.Deployment``): the peers whose ``X-Forwarded-*`` (or ``Forwarded``)
+            headers give the public host, scheme and client; or the site's origins.
     """
 
     def __init__(
@@ -127,8 +121,7 @@ class HandshakeMiddleware:
         proxy_headers: ProxyHeaders = "x-forwarded",
     ) -> None:
         self.app = app
-        # The network in front of the app; None (the headers are not even read) without both.
-        deployment = Deployment(trusted_proxies, public_origins, proxy_headers)
+        deployment = Deployment(trusted_proxies, public_origins, proxy_headers)  # (None: unread)
         self.deployment = deployment if deployment.proxied or deployment.public_origins else None
         self.policy = policy if policy is not None else HandshakePolicy()
         self.routes: tuple[tuple[re.Pattern[str], str, HandshakePolicy], ...] = tuple(

@@ -323,11 +323,9 @@ class HandshakePolicy:
         return self._select(request, verdict)
 
     def _fetch_site(self, fetch_site: str, verdict: Accept) -> Decision:
-        """Fetch Metadata (W3C, Sec-Fetch-Site 2.1): a browser says the page that opened the
-        socket is of another site. Refused unless an allowance vouches for its Origin
-        (``allow_origins``/regex, or ``allow_null_origin`` for "null"), as Go's
-        ``CrossOriginProtection`` does; so a cross-site page whose Origin a proxy stripped
-        is still refused."""
+        """Fetch Metadata (W3C, Sec-Fetch-Site 2.1): ``cross-site`` is refused unless an
+        allowance vouches for the Origin (as Go's ``CrossOriginProtection``), so a cross-site
+        page whose Origin a proxy stripped is still refused."""
         if "," in fetch_site:
             cross = "cross-site" in [item.strip(" \t") for item in fetch_site.split(",")]
         else:
