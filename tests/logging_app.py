@@ -23,3 +23,8 @@ if os.environ.get("WSH_AUDIT_FILE"):
 app = HandshakeMiddleware(
     downstream, policy=HandshakePolicy(allow_origins=[ALLOWED_ORIGIN]), audit=sinks
 )
+
+
+def guarded_factory() -> HandshakeMiddleware:
+    """An app factory whose app is already guarded (``serve --factory`` must refuse it)."""
+    return app

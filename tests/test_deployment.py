@@ -382,3 +382,84 @@ def test_prometheus_counts_report_only_passes_apart() -> None:
     assert registry.get_sample_value("websocket_handshakes_would_reject_total", labels) == 1.0
     accepted = {"outcome": "accepted", "reason": "", "route": "default", "status": "101"}
     assert registry.get_sample_value("websocket_handshakes_total", accepted) == 1.0
+
+
+# -- edges of the proxy headers
+
+
+def test_a_trusted_peer_without_host_or_proto_headers() -> None:
+    only_for = [(b"x-forwarded-for", b"203.0.113.7")]
+    request = request_for(proxied_scope(headers=only_for), trusted_proxies=[PROXY])
+    assert (request.site, request.client) == (None, ("203.0.113.7", 0))
+    request = request_for(proxied_scope(scheme="wss"), trusted_proxies=[PROXY])
+    assert request.site == Site("https")
+    listed = Deployment(trusted_proxies=[PROXY], public_origins=[SITE])
+    untrusted = proxied_scope(client="203.0.113.9", scheme="wss", headers=XF)
+    site = HandshakeRequest.from_scope(untrusted, listed).site
+    assert site == Site("https", None, frozenset({SITE}))
+    assert HandshakeRequest.from_scope(proxied_scope(), listed).site == Site(
+        None, None, frozenset({SITE})
+    )
+
+
+@pytest.mark.parametrize(
+    ("xff", "client"),
+    [
+        (b"203.0.113.7, [bad", ("10.0.0.5", 40000)),  # a malformed hop: nothing beyond it
+        (b"10.0.0.9, 10.0.0.8", ("10.0.0.9", 0)),  # all trusted: the leftmost
+        (b"[2001:db8::7]:4711", ("2001:db8::7", 4711)),
+        (b"2001:db8::7", ("2001:db8::7", 0)),
+        (b"203.0.113.7:8080", ("203.0.113.7", 8080)),
+        (b"x" * 9000, ("10.0.0.5", 40000)),  # too long to believe
+    ],
+)
+def test_x_forwarded_for_walk(xff: bytes, client: tuple[str, int]) -> None:
+    scope = proxied_scope(headers=[(b"x-forwarded-for", xff)])
+    assert request_for(scope, trusted_proxies=["10.0.0.0/8"]).client == client
+
+
+@pytest.mark.parametrize(
+    ("value", "site", "client"),
+    [
+        (b"for=203.0.113.7;proto=https, for", None, ("10.0.0.5", 40000)),  # last malformed
+        (b"proto=https", Site("https"), ("10.0.0.5", 40000)),  # no for=: the peer
+        (b';;host=a.example;;for="[::1"', Site(None, "a.example"), ("10.0.0.5", 40000)),
+        (b'for="a\\', None, ("10.0.0.5", 40000)),
+        (b'for="a"b"', None, ("10.0.0.5", 40000)),
+        (b"proto=, host=", None, ("10.0.0.5", 40000)),
+    ],
+)
+def test_forwarded_edges(value: bytes, site: Site | None, client: tuple[str, int]) -> None:
+    scope = proxied_scope(headers=[(b"forwarded", value)])
+    request = request_for(scope, trusted_proxies=[PROXY], proxy_headers="forwarded")
+    assert (request.site, request.client) == (site, client)
+
+
+def test_empty_or_odd_forwarded_values() -> None:
+    headers = [(b"x-forwarded-proto", b" "), (b"x-forwarded-host", b"a.example,")]
+    request = request_for(proxied_scope(headers=headers), trusted_proxies=[PROXY])
+    assert request.site is None
+
+
+def test_the_trust_cache_is_bounded() -> None:
+    deployment = Deployment(trusted_proxies=["10.0.0.0/8"])
+    for n in range(1100):
+        assert deployment.trusts(f"10.0.{n // 256}.{n % 256}")
+    assert deployment.trusts("x" * 100) is False  # long values are not remembered
+
+
+def test_optional_fields_from_odd_servers() -> None:
+    scope = ws_scope(
+        extra=[(b"sec-fetch-site", b"same-origin"), (b"Sec-Fetch-Site", "cross-site")]  # type: ignore[list-item]
+    )
+    scope["scheme"] = b"wss"
+    request = HandshakeRequest.from_scope(scope)
+    assert request.fetch_site == "same-origin, cross-site"
+    assert request.scheme == "b'wss'"
+    (one,) = [(b"sec-fetch-site", "cross-site")]
+    request = HandshakeRequest.from_scope(ws_scope(extra=[one]))  # type: ignore[list-item]
+    assert request.fetch_site == "cross-site"
+    scope = ws_scope(extra=[(b"sec-fetch-site", b"none"), (b"x-forwarded-host", "a.example")])  # type: ignore[list-item]
+    scope["client"] = (PROXY, 1)
+    request = HandshakeRequest.from_scope(scope, Deployment(trusted_proxies=[PROXY]))
+    assert (request.fetch_site, request.site) == ("none", Site(None, "a.example"))

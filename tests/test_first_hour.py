@@ -250,3 +250,42 @@ def test_output_into_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     assert done.returncode == 141
     assert "Traceback" not in done.stderr
     assert "BrokenPipeError" not in done.stderr
+
+
+def test_the_denial_filter_keeps_what_is_not_after_a_guard_refusal() -> None:
+    import asyncio
+    import logging
+
+    from asgi_ws_handshake.logs import UvicornDenialFilter, note_denial, quiet_uvicorn_denials
+
+    note_denial()  # no running loop: nothing to note, no error
+    line = logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, UVICORN_LINE, None, None)
+    other = logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, "other", None, None)
+    keep = UvicornDenialFilter()
+    assert keep.filter(line)  # no running loop: kept
+
+    async def connection(refused: bool) -> tuple[bool, bool]:
+        if refused:
+            note_denial()
+        return keep.filter(other), keep.filter(line)
+
+    async def both() -> list[tuple[bool, bool]]:
+        return list(await asyncio.gather(connection(True), connection(False)))
+
+    assert asyncio.run(both()) == [(True, False), (True, True)]
+    installed = quiet_uvicorn_denials("tests.quiet")
+    assert quiet_uvicorn_denials("tests.quiet") is installed
+    logging.getLogger("tests.quiet").removeFilter(installed)
+
+
+def test_serve_refuses_a_factory_that_builds_a_guarded_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgi_ws_handshake.cli import serve
+
+    monkeypatch.setenv(serve.ENV_APP, "tests.logging_app:guarded_factory")
+    monkeypatch.setenv(serve.ENV_FACTORY, "1")
+    monkeypatch.setenv(serve.ENV_POLICY, str(ROOT / "examples" / "policy.toml"))
+    monkeypatch.setenv(serve.ENV_APP_DIR, str(ROOT))
+    with pytest.raises(RuntimeError, match="is already guarded"):
+        serve.served_app()
