@@ -17,7 +17,8 @@ _EXPORTS = {
     "DEFAULT_REDACT": "audit",
     "AuditEvent": "audit",
     "AuditSink": "audit",
-    "Auditor": "audit",
+    "Auditor": "delivery",
+    "CloseEvent": "audit",
     "HandshakeInfo": "audit",
     "Outcome": "audit",
     "JSONFormatter": "sinks",
@@ -57,10 +58,10 @@ if TYPE_CHECKING:
         AuditEvent as AuditEvent,
     )
     from .audit import (
-        Auditor as Auditor,
+        AuditSink as AuditSink,
     )
     from .audit import (
-        AuditSink as AuditSink,
+        CloseEvent as CloseEvent,
     )
     from .audit import (
         HandshakeInfo as HandshakeInfo,
@@ -85,6 +86,9 @@ if TYPE_CHECKING:
     )
     from .decision import (
         Reject as Reject,
+    )
+    from .delivery import (
+        Auditor as Auditor,
     )
     from .key import (
         GUID as GUID,

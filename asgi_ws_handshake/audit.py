@@ -1,9 +1,10 @@
 """Audit events: one ``AuditEvent`` per handshake, what it records, redaction, and delivery.
 
-Owns the event's fields and their JSON form, the record of a handshake that events and the
-downstream app read (``HandshakeInfo``), the redaction of credential-carrying subprotocols,
-and delivery to sinks (``Auditor``; the sinks themselves are in ``sinks``). What happened is
-decided by the middleware.
+Owns the events' fields and their JSON form (``AuditEvent`` for a handshake, ``CloseEvent``
+for the end of an accepted connection), the record of a handshake that events and the
+downstream app read (``HandshakeInfo``) and the redaction of credential-carrying
+subprotocols. Delivery is ``delivery.Auditor``'s, the sinks are in ``sinks``; what happened
+is decided by the middleware.
 
 An event is cheap to build: it holds its handshake's record and the outcome; everything a
 reader derives (the id's text, the client's ``host:port``, the capped header values, the
@@ -12,12 +13,9 @@ redacted subprotocols, the expected ``Sec-WebSocket-Accept``) is computed when r
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import fnmatch
-import inspect
 import itertools
-import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,13 +30,11 @@ __all__ = [
     "DEFAULT_REDACT",
     "AuditEvent",
     "AuditSink",
-    "Auditor",
+    "CloseEvent",
     "HandshakeInfo",
     "Outcome",
     "Redactor",
 ]
-
-logger = logging.getLogger("asgi_ws_handshake")
 
 #: A sink is any callable taking an event; it may return an awaitable.
 AuditSink = Callable[["AuditEvent"], "Awaitable[None] | None"]
@@ -373,97 +369,46 @@ class AuditEvent(NamedTuple):
         return f"AuditEvent({self.to_dict()!r})"
 
 
-class Auditor:
-    """Deliver events to sinks without letting a sink break or stall a handshake.
+class CloseEvent(NamedTuple):
+    """How an accepted connection ended: one per accepted handshake, after its ``AuditEvent``.
 
-    Sync sinks run inline (they must be fast: wrap slow ones in ``ThreadedSink``); awaitables
-    returned by async sinks run as background tasks bounded by ``timeout`` and ``max_pending``.
-    With ``fail_closed`` every sink is awaited and ``deliver`` reports whether all succeeded.
+    Delivered only to sinks that take them (a ``closed(event)`` method). Known from how the
+    app's coroutine ended, so it costs nothing per message: ``closed_by`` is ``"client"`` (the
+    app saw the client leave: an exception with a close ``code``), ``"app"`` (it returned),
+    ``"error"`` (it raised), ``"server"`` (the task was cancelled: shutdown) or ``"guard"``
+    (the middleware closed it, e.g. a deadline).
     """
 
-    def __init__(
-        self,
-        sinks: Iterable[AuditSink],
-        *,
-        fail_closed: bool = False,
-        timeout: float = 2.0,
-        max_pending: int = 10_000,
-    ) -> None:
-        self.sinks = tuple(sinks)
-        self.fail_closed = fail_closed
-        self.timeout = timeout
-        self.max_pending = max_pending
-        #: Sink calls that raised, timed out or were dropped.
-        self.failures = 0
-        self._pending: set[asyncio.Task[None]] = set()
+    handshake: HandshakeInfo
+    closed_by: str
+    #: The WebSocket close code when known (RFC 6455 7.4), else None.
+    code: int | None
+    #: Why, in words of ours (never request bytes).
+    reason: str
+    #: Seconds from the accept to the end.
+    lifetime: float
+    #: Seconds since the epoch (UTC) when it ended.
+    time: float
 
     @property
-    def sinks(self) -> tuple[AuditSink, ...]:
-        """The sinks every event goes to (assignable)."""
-        return self._sinks
+    def id(self) -> str:
+        """The id of the handshake's ``AuditEvent``."""
+        return self.handshake.audit_id
 
-    @sinks.setter
-    def sinks(self, sinks: Iterable[AuditSink]) -> None:
-        self._sinks: tuple[AuditSink, ...] = tuple(sinks)
-        # Whether an event is worth building: False when every sink is a logger that would
-        # drop it (see ``wants``); sinks that can say so expose ``wants(outcome)``.
-        self.choosy = not self._sinks or all(
-            callable(getattr(sink, "wants", None)) for sink in self._sinks
-        )
+    @property
+    def route(self) -> str:
+        return self.handshake.route
 
-    def wants(self, outcome: Outcome) -> bool:
-        """Whether any sink would keep an event with this outcome (build it only then)."""
-        if not self.choosy:
-            return bool(self._sinks)
-        return any(sink.wants(outcome) for sink in self._sinks)  # type: ignore[attr-defined]
-
-    def emit(self, event: AuditEvent) -> None:
-        """Deliver ``event``; never raises."""
-        for sink in self._sinks:
-            try:
-                result = sink(event)
-            except Exception:
-                self._failed(sink)
-                continue
-            if result is not None and inspect.isawaitable(result):
-                self._spawn(sink, result)
-
-    async def deliver(self, event: AuditEvent) -> bool:
-        """Deliver ``event`` and wait for every sink; True when all of them succeeded."""
-        ok = True
-        for sink in self._sinks:
-            try:
-                result = sink(event)
-                if result is not None and inspect.isawaitable(result):
-                    async with asyncio.timeout(self.timeout):
-                        await result
-            except Exception:
-                self._failed(sink)
-                ok = False
-        return ok
-
-    def _spawn(self, sink: AuditSink, awaitable: Awaitable[None]) -> None:
-        if len(self._pending) >= self.max_pending:
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            self._failed(sink, "dropped: too many pending audit tasks")
-            return
-        task = asyncio.ensure_future(self._run(sink, awaitable))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _run(self, sink: AuditSink, awaitable: Awaitable[None]) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await awaitable
-        except Exception:
-            self._failed(sink)
-
-    def _failed(self, sink: AuditSink, why: str = "raised") -> None:
-        self.failures += 1
-        logger.error("audit sink %r failed (%s)", sink, why, exc_info=why == "raised")
-
-    async def drain(self) -> None:
-        """Wait for background sink tasks (tests, shutdown)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe values (``time`` as ISO 8601 UTC); ``event`` tells it from a handshake."""
+        return {
+            "event": "closed",
+            "id": self.id,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat(),
+            "route": self.route,
+            "path": self.handshake.request.path,
+            "closed_by": self.closed_by,
+            "code": self.code,
+            "reason": self.reason,
+            "lifetime": self.lifetime,
+        }

@@ -15,9 +15,11 @@ that awaits the answer and carries on with the same steps. Each step's rule is w
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .audit import HandshakeInfo
@@ -26,7 +28,7 @@ from .policy import HandshakePolicy
 from .request import HandshakeRequest
 from .stores import HandshakeStore
 
-__all__ = ["StoreChecks"]
+__all__ = ["KeyBacklog", "StoreChecks"]
 
 logger = logging.getLogger("asgi_ws_handshake")
 
@@ -50,13 +52,15 @@ class StoreChecks(HandshakeInfo):
         policy: HandshakePolicy,
         decision: Accept,
         request: HandshakeRequest,
+        backlog: KeyBacklog | None = None,
     ) -> Decision | Awaitable[Decision]:
         """Run the policy's ``store_checks`` in order: rates, the reused key, connection caps.
 
         Returns the decision when every store answer was immediate, else an awaitable of it.
-        A connection lease, when the route has caps, is named by the audit id.
+        A connection lease, when the route has caps, is named by the audit id. A key the
+        store could not remember goes to ``backlog``, to be remembered once it answers again.
         """
-        return self._run(store, policy, decision, request, 0)
+        return self._run(store, policy, decision, request, 0, backlog)
 
     def _run(
         self,
@@ -65,6 +69,7 @@ class StoreChecks(HandshakeInfo):
         decision: Accept,
         request: HandshakeRequest,
         index: int,
+        backlog: KeyBacklog | None,
     ) -> Decision | Awaitable[Decision]:
         checks = policy.store_checks
         while index < len(checks):
@@ -77,7 +82,9 @@ class StoreChecks(HandshakeInfo):
                 except Exception as exc:  # a store that fails fast, before any awaitable
                     answer = self._failed(exc)
                 if type(answer) not in _IMMEDIATE and answer is not _FAILED:
-                    return self._resume(store, policy, decision, request, index, answer)
+                    return self._resume(store, policy, decision, request, index, backlog, answer)
+            if check == "key_reuse" and backlog is not None and (answer is _FAILED or backlog.keys):
+                backlog.answered(store, request, policy, answer is not _FAILED)
             verdict = self._apply(policy, decision, check, answer)
             if type(verdict) is not Accept:
                 return verdict
@@ -91,6 +98,7 @@ class StoreChecks(HandshakeInfo):
         decision: Accept,
         request: HandshakeRequest,
         index: int,
+        backlog: KeyBacklog | None,
         answer: Awaitable[Any],
     ) -> Decision:
         try:
@@ -98,10 +106,13 @@ class StoreChecks(HandshakeInfo):
                 value = await answer
         except Exception as exc:  # StoreError, the backstop's TimeoutError, or a store bug
             value = self._failed(exc)
-        verdict = self._apply(policy, decision, policy.store_checks[index], value)
+        check = policy.store_checks[index]
+        if check == "key_reuse" and backlog is not None and (value is _FAILED or backlog.keys):
+            backlog.answered(store, request, policy, value is not _FAILED)
+        verdict = self._apply(policy, decision, check, value)
         if type(verdict) is not Accept:
             return verdict
-        rest = self._run(store, policy, decision, request, index + 1)
+        rest = self._run(store, policy, decision, request, index + 1, backlog)
         return rest if type(rest) is Accept or type(rest) is Reject else await rest  # type: ignore[misc]
 
     def _ask(
@@ -197,3 +208,46 @@ class StoreChecks(HandshakeInfo):
         except Exception:
             # An expiring store drops the lease by itself; a memory store never fails here.
             logger.warning("could not release connection lease %s", lease, exc_info=True)
+
+
+class KeyBacklog:
+    """Keys of handshakes that passed while the store could not remember them (``on_store_error
+    = "open"``, or ``key_reuse = "flag"``), remembered once the store answers again.
+
+    Without it a key accepted during an outage would be unknown afterwards, and its reuse
+    would pass unflagged. Bounded: the newest ``maxlen`` keys, each for what is left of its
+    TTL. The flush runs in one background task at a time, bounded per call like any other.
+    """
+
+    def __init__(self, maxlen: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        #: (key, expiry) pairs waiting for the store, oldest first.
+        self.keys: collections.deque[tuple[str, float]] = collections.deque(maxlen=maxlen)
+        self._clock = clock
+        self._flushing: asyncio.Task[None] | None = None
+
+    def answered(
+        self, store: HandshakeStore, request: HandshakeRequest, policy: HandshakePolicy, ok: bool
+    ) -> None:
+        """The store answered a key check (``ok``), or could not: keep the key, or flush."""
+        if not ok:
+            if len(request.keys) == 1:
+                self.keys.append((request.keys[0], self._clock() + policy.key_reuse_ttl))
+        elif self.keys and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.ensure_future(self.flush(store))
+
+    async def flush(self, store: HandshakeStore) -> None:
+        """Remember the kept keys; stop (keeping the rest) at the first failure."""
+        keys = self.keys
+        while keys:
+            key, expires = keys[0]
+            ttl = expires - self._clock()
+            if ttl > 0:
+                try:
+                    answer = store.remember_key(key, ttl)
+                    if inspect.isawaitable(answer):
+                        async with asyncio.timeout(STORE_DEADLINE):
+                            await answer
+                except Exception as exc:
+                    logger.warning("the store could not take back missed keys yet: %s", exc)
+                    return
+            keys.popleft()

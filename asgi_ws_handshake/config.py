@@ -43,6 +43,7 @@ from .policy import HandshakePolicy
 from .proxies import Deployment
 from .sinks import JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
 from .stores import HandshakeStore, MemoryStore
+from .stores.redis_connect import parse_store_url
 
 __all__ = [
     "POLICY_OPTIONS",
@@ -424,8 +425,18 @@ def _store_spec(source: str, data: object) -> StoreSpec:
                 raise PolicyFileError(source, "store.max_keys", f"must be >= 1, got {value}")
         return StoreSpec("memory", options)
     if kind == "redis":
-        if not isinstance(options.get("url"), str):
-            raise PolicyFileError(source, "store.url", "a redis store needs url = 'redis://...'")
+        url = options.get("url")
+        if not isinstance(url, str):
+            raise PolicyFileError(
+                source,
+                "store.url",
+                "a redis store needs url = 'redis://...', 'redis+cluster://host:port,...'"
+                " or 'redis+sentinel://host:port,.../service'",
+            )
+        try:
+            parse_store_url(url)
+        except ValueError as exc:
+            raise PolicyFileError(source, "store.url", str(exc)) from None
         missing = [name for name in _REDIS_DEPENDENCIES if importlib.util.find_spec(name) is None]
         if missing:
             raise PolicyFileError(

@@ -21,9 +21,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from .audit import DEFAULT_REDACT, AuditEvent, Auditor, AuditSink, HandshakeInfo, Outcome, Redactor
-from .checks import StoreChecks
+from .audit import (
+    DEFAULT_REDACT,
+    IDS,
+    AuditEvent,
+    AuditSink,
+    CloseEvent,
+    HandshakeInfo,
+    Outcome,
+    Redactor,
+)
+from .checks import KeyBacklog, StoreChecks
 from .decision import Accept, Reason, Reject, refusal
+from .delivery import Auditor
 from .logs import note_denial
 from .policy import HandshakePolicy
 from .proxies import Deployment, ProxyHeaders
@@ -53,6 +63,10 @@ _STATE_KEY = "ws_handshake"
 _RESERVED = (b"sec-websocket-", b"upgrade", b"connection")
 _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'"
 _perf = time.perf_counter
+
+
+def _next_serial() -> int:
+    return IDS.next()
 
 
 class HandshakeDenied(OSError):
@@ -99,6 +113,7 @@ class HandshakeMiddleware:
         audit_timeout: seconds an async sink may take.
         redact_subprotocols: globs of subprotocols to redact in audit events.
         clock: wall clock for event times.
+        drain_timeout: seconds the sinks get to finish at lifespan shutdown.
         trusted_proxies, public_origins, proxy_headers: behind reverse proxies (see
             ``proxies.Deployment``): the peers whose ``X-Forwarded-*`` (or ``Forwarded``)
             headers give the public host, scheme and client; or the site's origins.
@@ -116,6 +131,7 @@ class HandshakeMiddleware:
         audit_timeout: float = 2.0,
         redact_subprotocols: Iterable[str] = DEFAULT_REDACT,
         clock: Callable[[], float] = time.time,
+        drain_timeout: float = 5.0,
         trusted_proxies: Iterable[str] = (),
         public_origins: Iterable[str] = (),
         proxy_headers: ProxyHeaders = "x-forwarded",
@@ -136,12 +152,19 @@ class HandshakeMiddleware:
             sinks = audit
         self.auditor = Auditor(sinks, fail_closed=audit_fail_closed, timeout=audit_timeout)
         self.store: HandshakeStore = store if store is not None else MemoryStore()
+        #: Keys the store missed during an outage, remembered once it answers again.
+        self.backlog = KeyBacklog()
         self.redact = Redactor(redact_subprotocols)
         self.clock = clock
+        self.drain_timeout = drain_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind != "websocket":
+            if kind == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+            else:
+                await self.app(scope, receive, send)
             return
         # The whole handshake, written out here: one coroutine frame between the server and
         # the app. Every step is the same for every handshake, ordinary or odd.
@@ -166,7 +189,7 @@ class HandshakeMiddleware:
                     Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}"
                 )
             if type(decision) is Accept and policy.stateful:
-                checked = conn.check(self.store, policy, decision, request)
+                checked = conn.check(self.store, policy, decision, request, self.backlog)
                 if type(checked) is Accept or type(checked) is Reject:
                     decision = checked
                 else:  # the store suspended: wait for its answers
@@ -180,13 +203,21 @@ class HandshakeMiddleware:
                 decision = conn.decision = policy.report_only(request, decision)
             conn.connect = message
             state = scope.get("state")
-            if not (type(state) is dict or isinstance(state, Mapping)):
-                state = {}  # the server offers no state: the record still rides along
-            # A copy: never mutate the server's scope (ASGI spec, "Middleware").
-            child = {**scope, "state": {**state, _STATE_KEY: conn}}
+            if type(state) is dict:
+                # The connection's own namespace: the server hands each connection a copy of
+                # the lifespan state for the app to write to (ASGI spec, "state"), as
+                # Starlette's ``websocket.state`` does. The scope itself is left as it is.
+                state[_STATE_KEY] = conn
+                child = scope
+            else:  # no state (or an odd one): a copy of the scope carries the record
+                state = {**state, _STATE_KEY: conn} if isinstance(state, Mapping) else {}
+                state[_STATE_KEY] = conn
+                child = {**scope, "state": state}
+            ended: BaseException | None = None
             try:
                 await self.app(child, conn.receive, conn.send)
             except BaseException as exc:
+                ended = exc
                 if not await conn.app_raised(exc):
                     raise
             else:
@@ -196,6 +227,8 @@ class HandshakeMiddleware:
                 # However the connection ended: closed by either side, the app raised or
                 # refused, the client vanished, or the task was cancelled.
                 conn.finish()
+                if conn.state is _OPEN and self.auditor.watches_closes:
+                    self.auditor.close(conn.close_event(ended))
                 if conn.lease is not None:
                     await conn.release(self.store)
         except BaseException:
@@ -204,6 +237,19 @@ class HandshakeMiddleware:
             # (a no-op when it was already audited).
             conn.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="ended before an answer")
             raise
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """The app's lifespan ``send``: the sinks are drained before shutdown completes."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await self.auditor.aclose(self.drain_timeout)
+                except Exception:  # never stand between the app and the server's shutdown
+                    logger.exception("draining the audit sinks failed")
+            await send(message)
+
+        return lifespan_send
 
     def route_for(self, path: str) -> tuple[str, HandshakePolicy]:
         """The (pattern, policy) that governs ``path`` (the path the app's router sees)."""
@@ -227,10 +273,12 @@ class _Connection(StoreChecks):
     __slots__ = (
         "audited",
         "client_gone",
+        "closing",
         "connect",
         "denied",
         "listed",
         "mw",
+        "opened",
         "receive_",
         "send_",
         "started",
@@ -238,9 +286,16 @@ class _Connection(StoreChecks):
     )
 
     def __init__(self, mw: HandshakeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
-        HandshakeInfo.__init__(
-            self, HandshakeRequest.from_scope(scope, mw.deployment), redact=mw.redact
-        )
+        # HandshakeInfo's fields, set here rather than through its __init__ (a call fewer on
+        # every handshake; tests/test_middleware.py checks that every slot is set).
+        self.request = HandshakeRequest.from_scope(scope, mw.deployment)
+        self.route = "default"
+        self.redact = mw.redact
+        self._serial = _next_serial()
+        self.decision = None
+        self.key_reused = None
+        self.store_error = False
+        self.lease = None
         self.started = _perf()
         self.mw = mw
         #: The server's own list of offered subprotocols (what it is able to send back).
@@ -252,6 +307,10 @@ class _Connection(StoreChecks):
         self.audited = False
         self.client_gone = False
         self.denied: HandshakeDenied | None = None
+        #: When the accept was sent (only when a sink takes close events).
+        self.opened = 0.0
+        #: (code, reason) when the guard itself closes the connection.
+        self.closing: tuple[int, str] | None = None
 
     # -- what the app calls: plain methods returning the server's awaitables once answered
 
@@ -344,6 +403,8 @@ class _Connection(StoreChecks):
             await self._accept_audited(message, subprotocol)
             return
         self.state = _OPEN
+        if auditor.watches_closes:
+            self.opened = _perf()
         try:
             await self.send_(message)
         except BaseException:
@@ -373,12 +434,35 @@ class _Connection(StoreChecks):
             self.denied = HandshakeDenied("audit_unavailable: handshake refused")
             raise self.denied
         self.state = _OPEN
+        self.opened = _perf()
         try:
             await self.send_(message)
         except BaseException:
             self.audited = False
             self.audit(Outcome.CLIENT_GONE, Reason.CLIENT_GONE, detail="left while accepting")
             raise
+
+    def close_event(self, ended: BaseException | None) -> CloseEvent:
+        """How the accepted connection ended, from how the app's coroutine ended."""
+        code = getattr(ended, "code", None)
+        if self.closing is not None:
+            by, (code, reason) = "guard", self.closing
+        elif ended is None:
+            by, reason = "app", "the app returned"
+        elif isinstance(ended, asyncio.CancelledError):
+            by, reason = "server", "cancelled"
+        elif isinstance(code, int) and not isinstance(code, bool):
+            by, reason = "client", "the client closed"  # e.g. Starlette's WebSocketDisconnect
+        else:
+            by, code, reason = "error", 1011, f"the app raised {type(ended).__name__}"
+        return CloseEvent(
+            self,
+            by,
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            reason,
+            _perf() - self.opened,
+            self.mw.clock(),
+        )
 
     def finish(self) -> None:
         """The app has returned: let go of the server's callables (events outlive them)."""
@@ -471,9 +555,22 @@ class _Connection(StoreChecks):
         if self.audited:
             return
         self.audited = True
-        auditor = self.mw.auditor
+        mw = self.mw
+        auditor = mw.auditor
         if not auditor.choosy or auditor.wants(outcome):
-            auditor.emit(self.event(outcome, reason, status, denial, detail, selected))
+            auditor.emit(
+                AuditEvent.build(
+                    handshake=self,
+                    outcome=outcome,
+                    status=status,
+                    reason=reason,
+                    denial=denial,
+                    detail=detail,
+                    selected=selected,
+                    time=mw.clock(),
+                    duration=_perf() - self.started,
+                )
+            )
 
 
 def _finished(*args: object) -> Any:

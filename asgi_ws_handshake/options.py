@@ -188,7 +188,8 @@ MIDDLEWARE: tuple[Option, ...] = (
         "python",
         True,
         "None",
-        "`{glob: policy}` over the path the app's router sees (`path` minus `root_path`), "
+        "`{glob: policy}` over the path the app's router sees (`path` minus `root_path`, as "
+        "Starlette routes), "
         'first match wins (`fnmatch`, case-sensitive). In a file: `[routes."/glob"]` tables',
     ),
     Option(
@@ -225,7 +226,20 @@ MIDDLEWARE: tuple[Option, ...] = (
         "`*token*`, `*authorization*`, `*secret*`, `*password*`, `eyj*`); values over 64 "
         "characters are always redacted",
     ),
-    Option("clock", "python", False, "time.time", "wall clock for event times"),
+    Option(
+        "clock",
+        "python",
+        False,
+        "time.time",
+        "wall clock for event times (read once per handshake)",
+    ),
+    Option(
+        "drain_timeout",
+        "python",
+        False,
+        "5.0",
+        "seconds the sinks get to finish at lifespan shutdown",
+    ),
     Option(
         "trusted_proxies",
         "strs",

@@ -12,12 +12,13 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditEvent, Outcome
+from .audit import AuditEvent, CloseEvent, Outcome
 
 __all__ = [
     "JSONFormatter",
@@ -44,10 +45,16 @@ def escape(text: object) -> str:
 
 
 class MemorySink:
-    """Keep the last ``maxlen`` events in a ring (tests, dashboards)."""
+    r"""Keep the last ``maxlen`` events in a ring (tests, dashboards).
 
-    def __init__(self, maxlen: int = 1000) -> None:
+    With ``closes=True`` it keeps the last ``maxlen`` ``CloseEvent``\ s too (``closes``).
+    """
+
+    def __init__(self, maxlen: int = 1000, *, closes: bool = False) -> None:
         self._events: collections.deque[AuditEvent] = collections.deque(maxlen=maxlen)
+        self._closes: collections.deque[CloseEvent] = collections.deque(maxlen=maxlen)
+        if closes:
+            self.closed = self._closes.append
 
     def __call__(self, event: AuditEvent) -> None:
         self._events.append(event)
@@ -57,14 +64,21 @@ class MemorySink:
         """A snapshot of the retained events, oldest first."""
         return list(self._events)
 
+    @property
+    def closes(self) -> list[CloseEvent]:
+        """A snapshot of the retained close events, oldest first."""
+        return list(self._closes)
+
     def clear(self) -> None:
         self._events.clear()
+        self._closes.clear()
 
 
 class LoggingSink:
     """Log one line per event; the event's fields ride along in ``extra["ws_handshake"]``.
 
     An event nobody would see (the logger disabled at the event's level) is not even built.
+    With ``closes=True`` the end of each accepted connection is logged too (at ``level``).
     """
 
     def __init__(
@@ -73,10 +87,13 @@ class LoggingSink:
         *,
         level: int = logging.INFO,
         rejected_level: int = logging.WARNING,
+        closes: bool = False,
     ) -> None:
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         self.level = level
         self.rejected_level = rejected_level
+        if closes:
+            self.closed = self._closed
 
     def wants(self, outcome: Outcome) -> bool:
         """Whether an event with this outcome would be logged."""
@@ -103,6 +120,21 @@ class LoggingSink:
             args.append(would_reject)
         self.logger.log(level, message, *args, extra={"ws_handshake": event.to_dict()})
 
+    def _closed(self, event: CloseEvent) -> None:
+        if not self.logger.isEnabledFor(self.level):
+            return
+        self.logger.log(
+            self.level,
+            "websocket closed %s by=%s code=%s reason=%s lifetime=%.3f id=%s",
+            escape(event.handshake.request.path),
+            event.closed_by,
+            event.code,
+            event.reason,
+            event.lifetime,
+            event.id,
+            extra={"ws_handshake": event.to_dict()},
+        )
+
 
 class JSONFormatter(logging.Formatter):
     """Format records as one JSON object a line, merging ``extra["ws_handshake"]``."""
@@ -123,14 +155,22 @@ class JSONFormatter(logging.Formatter):
 
 
 class JSONLinesSink:
-    """Append each event as one JSON line to a file, flushed per event."""
+    """Append each event as one JSON line to a file, flushed per event.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``closes=True`` close events are written too, as lines with ``"event": "closed"``.
+    """
+
+    def __init__(self, path: str | Path, *, closes: bool = False) -> None:
         self.path = Path(path)
         self._file = self.path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        if closes:
+            self.closed = self._write
 
     def __call__(self, event: AuditEvent) -> None:
+        self._write(event)
+
+    def _write(self, event: AuditEvent | CloseEvent) -> None:
         line = json.dumps(event.to_dict(), separators=(",", ":")) + "\n"
         with self._lock:
             self._file.write(line)
@@ -144,31 +184,57 @@ class ThreadedSink:
     """Run a slow synchronous sink in a worker thread behind a bounded queue.
 
     When the queue is full the event is dropped for this sink and counted in ``dropped``:
-    a stalled sink never stalls a handshake.
+    a stalled sink never stalls a handshake. Drops and failures in the thread are reported to
+    the middleware's ``Auditor`` too (its ``problems`` hook), which counts and logs them.
     """
 
     def __init__(self, sink: Callable[[AuditEvent], object], maxsize: int = 10_000) -> None:
         self.sink = sink
         self.dropped = 0
         self.failures = 0
+        #: Told of each problem: (this sink, the exception, or None for a dropped event).
+        self.problems: Callable[[object, BaseException | None], None] = _log_problem
         self._queue: queue.Queue[AuditEvent | None] = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name="audit-sink", daemon=True)
         self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"ThreadedSink({self.sink!r})"
 
     def __call__(self, event: AuditEvent) -> None:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
+            self.problems(self, None)
 
     def _run(self) -> None:
         while (event := self._queue.get()) is not None:
             try:
                 self.sink(event)
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
-                logger.exception("audit sink %r failed", self.sink)
+                self.problems(self, exc)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the queue to empty; return the events left."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                break
+            time.sleep(0.005)
+        return self._queue.qsize() if self._queue.unfinished_tasks else 0
 
     def close(self, timeout: float | None = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def _log_problem(sink: object, exc: BaseException | None) -> None:
+    """A ``ThreadedSink``'s problems outside a middleware: logged."""
+    logger.error(
+        "audit sink %r %s", sink, "dropped an event" if exc is None else "failed", exc_info=exc
+    )

@@ -132,16 +132,10 @@ def summary(results: dict[str, Any]) -> str:
     burst = mem["burst"]
     rows.append(
         [
-            "MemoryStore bytes per remembered key",
-            f"{mem['bytes_per_key']:.0f} B (key string included)",
-            "",
-        ]
-    )
-    rows.append(
-        [
-            f"peak after {burst['keys_sent'] // 2:,} distinct keys "
-            f"(max_keys={burst['max_keys']:,})",
-            f"{burst['peak_bytes'] / 2**20:.1f} MiB",
+            f"MemoryStore at its bound after churn (max_keys={burst['max_keys']:,}, "
+            f"{burst['keys_sent']:,} distinct keys)",
+            f"{burst['held']:,} keys held in {burst['retained_bytes'] / 2**20:.1f} MiB = "
+            f"{burst['bytes_per_held_key']:.0f} B per key (key string included)",
             "",
         ]
     )

@@ -10,10 +10,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # failing at once under `set -e`.
 apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 
-# System packages: redis-server and valkey-server for the Redis store tests, chromium for
-# the browser tests. What this changes on the machine is printed before it is done.
+# System packages: redis-server and valkey-server for the Redis store tests (their -tools
+# packages, which the servers depend on, bring redis-cli and valkey-cli to create clusters;
+# Sentinels run as `redis-server --sentinel`), chromium for the browser tests. What this
+# changes on the machine is printed before it is done.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "system change: installing ${missing[*]} from Debian's packages (apt-get install)"

@@ -358,6 +358,43 @@ async def test_too_many_pending_async_sinks_are_dropped_not_queued() -> None:
     scope = ws_scope(key=new_key())
     script = Script()
     await first.middleware(scope, script.receive, script.send)
-    assert auditor.failures == 1  # the second event had no room
+    assert (auditor.failures, auditor.dropped) == (0, 1)  # the second event had no room
     gate.set()
     await auditor.drain()
+
+
+async def test_sink_problems_are_counted_in_one_place_and_logged_rate_limited(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asgi_ws_handshake import ThreadedSink, delivery
+
+    def broken(event: AuditEvent) -> None:
+        raise RuntimeError("sink down")
+
+    stalled = ThreadedSink(lambda event: None, maxsize=1)
+    stalled.close()  # its worker is gone: the queue fills, the next events are dropped
+    sink = MemorySink()
+    with caplog.at_level(logging.ERROR, logger="asgi_ws_handshake"):
+        first = await run(None, audit=[broken, stalled, sink])
+        auditor = first.middleware.auditor
+        for _ in range(49):
+            script = Script()
+            await first.middleware(ws_scope(key=new_key()), script.receive, script.send)
+    assert len(sink.events) == 50  # the other sinks never broke a handshake
+    assert (auditor.failures, auditor.dropped) == (50, 49)  # (the first event was queued)
+    assert stalled.dropped == 49
+    records = [r for r in caplog.records if r.name == "asgi_ws_handshake"]
+    # One line with its traceback per failing sink, not one per handshake.
+    assert len(records) == 2
+    assert records[0].exc_info is not None
+    assert "summarised every 60 s" in records[0].getMessage()
+    # A summary once the period has passed, counting what was not logged one by one.
+    monkeypatch.setattr(delivery, "SUMMARY_EVERY", 0.0)
+    auditor._summary_at = 0.0
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="asgi_ws_handshake"):
+        script = Script()
+        await first.middleware(ws_scope(key=new_key()), script.receive, script.send)
+    assert "50 failures, 0 dropped events since the last report" in caplog.text
+    assert "0 failures, 48 dropped events since the last report" in caplog.text
+    assert "(in all: 51 failures, 50 dropped)" in caplog.text

@@ -12,6 +12,7 @@ import pytest
 from asgi_ws_handshake import HandshakeMiddleware, HandshakePolicy, MemorySink, MemoryStore
 from asgi_ws_handshake.middleware import Message, Receive, Scope, Send
 from asgi_ws_handshake.stores import StoreError
+from tests.asgi import Script, ws_scope
 from tests.support import new_key
 
 
@@ -327,3 +328,47 @@ def test_rates_use_the_limits_notation(value: str, limit: int, window: int) -> N
     rate = HandshakePolicy(rate_limit=value).client_rate
     assert rate is not None
     assert (rate.limit, rate.window) == (limit, window)
+
+
+class FlakyStore(MemoryStore):
+    """A store on another server: answers with awaitables, and can be down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def remember_key(self, key: str, ttl: float) -> bool:  # type: ignore[override]
+        if self.down:
+            raise StoreError("down")
+        return MemoryStore.remember_key(self, key, ttl)
+
+
+@pytest.mark.parametrize("on_store_error", ["open", "closed"])
+async def test_a_key_accepted_during_an_outage_is_remembered_once_the_store_is_back(
+    on_store_error: str,
+) -> None:
+    store = FlakyStore()
+    policy = HandshakePolicy(key_reuse="flag", on_store_error=on_store_error)  # type: ignore[arg-type]
+    sink = MemorySink()
+
+    async def once(key: str) -> None:
+        script = Script()
+        await mw(ws_scope(key=key), script.receive, script.send)
+
+    async def accepting(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    mw = HandshakeMiddleware(accepting, policy=policy, store=store, audit=sink)
+    replayed = new_key()
+    store.down = True
+    await once(replayed)  # "flag" cannot refuse: it passes, marked
+    store.down = False
+    await once(new_key())  # the store answers again: the missed key is handed over
+    assert mw.backlog._flushing is not None
+    await asyncio.wait_for(mw.backlog._flushing, 5)
+    await once(replayed)
+    first, _, again = sink.events
+    assert (first.store_error, first.key_reused) == (True, None)
+    assert (again.store_error, again.key_reused) == (False, True)  # the reuse is seen
+    assert len(mw.backlog.keys) == 0

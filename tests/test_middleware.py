@@ -23,7 +23,7 @@ from asgi_ws_handshake import (
 )
 from asgi_ws_handshake.middleware import Message, Receive, Scope, Send
 from tests.asgi import Script, run, ws_scope
-from tests.support import GOOD_ACCEPT, GOOD_KEY
+from tests.support import GOOD_ACCEPT, GOOD_KEY, new_key
 
 
 async def test_http_and_lifespan_pass_through_untouched() -> None:
@@ -31,6 +31,8 @@ async def test_http_and_lifespan_pass_through_untouched() -> None:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         calls.append((scope, receive, send))
+        if scope["type"] == "lifespan":
+            await send({"type": "lifespan.startup.complete"})
 
     sink = MemorySink()
     middleware = HandshakeMiddleware(app, audit=sink)
@@ -41,9 +43,58 @@ async def test_http_and_lifespan_pass_through_untouched() -> None:
         seen_scope, seen_receive, seen_send = calls[-1]
         assert seen_scope is scope
         assert seen_receive == script.receive
-        assert seen_send == script.send
+        # http: the server's own send; lifespan: a send that drains the sinks at shutdown.
+        assert (seen_send == script.send) is (kind == "http")
     assert sink.events == []  # no audit for non-websocket scopes
-    assert script.sent == []
+    assert script.types() == ["lifespan.startup.complete"]  # passed through as it was
+
+
+async def test_lifespan_shutdown_waits_for_the_sinks_then_completes() -> None:
+    finished: list[str] = []
+
+    async def slow(event: Any) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(event.id)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    middleware = HandshakeMiddleware(app, audit=slow)
+    await middleware(ws_scope(), Script().receive, Script().send)
+    assert finished == []  # delivered in the background
+    script = Script()
+    await middleware({"type": "lifespan"}, script.receive, script.send)
+    assert len(finished) == 1  # drained before the server heard of the shutdown
+    assert script.types() == ["lifespan.shutdown.complete"]
+
+
+async def test_lifespan_shutdown_counts_and_logs_what_it_had_to_drop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def stalled(event: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    middleware = HandshakeMiddleware(app, audit=stalled, audit_timeout=60, drain_timeout=0.05)
+    for _ in range(3):
+        await middleware(ws_scope(key=new_key()), Script().receive, Script().send)
+    script = Script()
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_handshake"):
+        await middleware({"type": "lifespan"}, script.receive, script.send)
+    assert middleware.auditor.dropped == 3
+    assert middleware.auditor._pending == set()
+    assert script.types() == ["lifespan.shutdown.complete"]
+    assert "0 sink failures and 3 dropped events in all" in caplog.text
 
 
 async def test_accepted_handshake_reaches_app_with_decision() -> None:
@@ -59,10 +110,15 @@ async def test_accepted_handshake_reaches_app_with_decision() -> None:
     assert info.subprotocols == ("chat.v1", "chat.v2")
     assert info.origin == "https://app.test"
     assert info.route == "default"
-    # The app's scope is a copy; the server's scope (and its state dict) are untouched.
-    assert result.scope == result.scope_before
-    assert child is not result.scope
+    # The scope is left as it was, but for the connection's own state namespace, which
+    # gains the record (ASGI: a per-connection copy of the lifespan state, the app's to use).
+    before = result.scope_before
+    assert {k: v for k, v in result.scope.items() if k != "state"} == {
+        k: v for k, v in before.items() if k != "state"
+    }
+    assert result.scope["state"] == {**before["state"], "ws_handshake": info}
     assert child["state"]["from_lifespan"] == 1
+
     (event,) = result.sink.events
     assert event.outcome is Outcome.ACCEPTED
     assert event.status == 101
@@ -72,6 +128,16 @@ async def test_accepted_handshake_reaches_app_with_decision() -> None:
     assert event.key_valid is True
     assert event.subprotocol == "chat.v2"
     assert event.denial is None
+
+
+async def test_without_a_state_namespace_the_record_rides_in_a_copy_of_the_scope() -> None:
+    scope = ws_scope()
+    del scope["state"]
+    result = await run(None, scope)
+    (child,) = result.app_scopes
+    assert "state" not in result.scope  # the server's scope is not touched
+    assert child is not result.scope
+    assert get_handshake(child) is not None
 
 
 async def test_refusal_uses_http_response_extension() -> None:
@@ -595,3 +661,83 @@ async def test_a_finished_handshake_leaves_no_reference_cycle() -> None:
         assert alive() == before
     finally:
         gc.enable()
+
+
+class _Disconnect(Exception):
+    """Like Starlette's WebSocketDisconnect: carries the close code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("ending", "closed_by", "code"),
+    [("return", "app", None), ("client", "client", 1001), ("raise", "error", 1011)],
+)
+async def test_a_close_event_says_how_an_accepted_connection_ended(
+    ending: str, closed_by: str, code: int | None
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        if ending == "client":
+            raise _Disconnect(1001)
+        if ending == "raise":
+            raise KeyError("bug")
+
+    sink = MemorySink(closes=True)
+    try:
+        await run(app, audit=sink)
+    except (KeyError, _Disconnect):  # the app's own exceptions propagate, as they did
+        assert ending != "return"
+    (event,) = sink.events
+    (closed,) = sink.closes
+    assert (closed.id, closed.closed_by, closed.code) == (event.id, closed_by, code)
+    assert closed.lifetime >= 0
+    assert closed.to_dict()["event"] == "closed"
+
+
+async def test_no_close_events_for_sinks_that_do_not_take_them() -> None:
+    sink = MemorySink()
+    result = await run(None, audit=sink)
+    assert not result.middleware.auditor.watches_closes
+    assert sink.closes == []
+    assert len(sink.events) == 1
+
+
+async def test_a_cancelled_connection_closes_as_the_servers() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        gate.set()
+        await asyncio.Event().wait()
+
+    sink = MemorySink(closes=True)
+    middleware = HandshakeMiddleware(app, audit=sink)
+    script = Script(then_disconnect=False)
+    task = asyncio.ensure_future(middleware(ws_scope(), script.receive, script.send))
+    await asyncio.wait_for(gate.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (closed,) = sink.closes
+    assert (closed.closed_by, closed.reason) == ("server", "cancelled")
+
+
+def test_a_connection_sets_every_slot_of_its_record() -> None:
+    # _Connection sets HandshakeInfo's fields itself (a call fewer per handshake): none may be
+    # forgotten when a field is added to the record.
+    from asgi_ws_handshake.middleware import _Connection
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    middleware = HandshakeMiddleware(app, audit=[])
+    conn = _Connection(middleware, ws_scope(), Script().receive, Script().send)
+    slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
+    assert len(slots) > 15
+    for name in slots:
+        getattr(conn, name)  # AttributeError if it was never set

@@ -7,10 +7,8 @@ are; clients are told apart by ``X-Forwarded-For`` (uvicorn ``--proxy-headers`` 
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,51 +17,27 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from tests.redis_server import RedisServer, redis_server
-from tests.support import (
-    RawResponse,
-    Server,
-    handshake_lines,
-    new_key,
-    raw_handshake,
-    read_response,
-    start_server,
-    uvicorn_argv,
+from tests.fleet_support import (
+    FLEET_POLICY,
+    LEASE_TTL,
+    Held,
+    Load,
+    Shot,
+    address,
+    audit_of,
+    handshake,
+    request,
+    wait_until,
 )
-
-LEASE_TTL = 2.0  # short, so that refreshes and expiry happen within a test
-FLEET_POLICY = {
-    "key_reuse": "reject",
-    "rate_limit": "10/minute",
-    "max_connections_per_client": 2,
-}
-
-
-def argv() -> list[str]:
-    return uvicorn_argv(
-        "websockets-sansio",
-        "tests.redis_app:app",
-        "--proxy-headers",
-        "--forwarded-allow-ips",
-        "127.0.0.1",
-    )
+from tests.fleet_support import start_app as start_worker
+from tests.redis_server import RedisServer, redis_server
+from tests.support import Server, new_key, raw_handshake
 
 
 def start_app(
     name: str, tmp: Path, redis: RedisServer, prefix: str, policy: dict[str, Any], **env: str
 ) -> Server:
-    return start_server(
-        name,
-        argv(),
-        tmp,
-        env={
-            "WSH_REDIS_URL": redis.url,
-            "WSH_REDIS_PREFIX": prefix,
-            "WSH_LEASE_TTL": str(LEASE_TTL),
-            "WSH_POLICY": json.dumps(policy),
-            **env,
-        },
-    )
+    return start_worker(name, tmp, redis.url, prefix, policy, **env)
 
 
 @pytest.fixture(scope="module")
@@ -89,61 +63,8 @@ def db(redis: RedisServer) -> Iterator[redis_py.Redis]:
     client.close()
 
 
-_addresses = iter(range(1, 250))
-
-
-def address() -> str:
-    """A fresh client address (TEST-NET-2) for each use."""
-    return f"198.51.100.{next(_addresses)}"
-
-
-def request(server: Server, client: str, *, path: str = "/ws", key: str | None = None) -> bytes:
-    return handshake_lines(
-        server.host, path=path, key=key or new_key(), extra=[("X-Forwarded-For", client)]
-    )
-
-
-def handshake(server: Server, client: str, **kwargs: Any) -> RawResponse:
-    return raw_handshake(server.port, request(server, client, **kwargs))
-
-
-class Held:
-    """An accepted connection kept open on a raw socket."""
-
-    def __init__(self, server: Server, client: str, path: str = "/ws") -> None:
-        self.key = new_key()
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        self.sock.sendall(request(server, client, path=path, key=self.key))
-        self.response = read_response(self.sock)
-
-    def close(self) -> None:
-        """A clean client close: a masked close frame (RFC 6455 5.5.1), code 1000."""
-        mask = os.urandom(4)
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\x03\xe8"))
-        try:
-            self.sock.sendall(b"\x88\x82" + mask + payload)
-            self.sock.settimeout(5)
-            while self.sock.recv(4096):  # until the server closes its side
-                pass
-        finally:
-            self.sock.close()
-
-    def vanish(self) -> None:
-        """The client disappears: no close frame, the TCP connection reset."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
-        self.sock.close()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.05)
-
-
 def leases(db: redis_py.Redis, prefix: str, client: str) -> int:
-    return int(db.zcard(f"{prefix}conn:default:client:{client}"))
+    return int(db.zcard(f"{{{prefix}conn:default}}:client:{client}"))
 
 
 def test_reused_key_accepted_by_one_worker_is_refused_by_the_other(
@@ -284,7 +205,7 @@ def count_live(db: redis_py.Redis, client: str) -> int:
     """Leases of ``client`` that have not expired (expired ones are swept lazily)."""
     seconds, micros = db.time()
     now_ms = seconds * 1000 + micros // 1000
-    return int(db.zcount(f"fleet:conn:default:client:{client}", now_ms, "+inf"))
+    return int(db.zcount(f"{{fleet:conn:default}}:client:{client}", now_ms, "+inf"))
 
 
 # -- the store goes away -----------------------------------------------------------------
@@ -361,3 +282,44 @@ def test_store_outage_fails_open_or_closed_then_recovers(
     # The same apps, not restarted, use the store again.
     wait_until(lambda: recovered(closed), "the fail-closed app recovers")
     wait_until(lambda: recovered(opened), "the fail-open app recovers")
+
+
+def test_fail_closed_ends_within_a_retry_window_of_a_restart_under_load(tmp_path: Path) -> None:
+    # #13 item 7 through real uvicorn: Redis is killed under load and restarted. Refusals
+    # last until the first handshake the store answers after the restart, and none follows
+    # it (a stale pooled connection failing later would start another fail-fast window).
+    with redis_server(tmp_path) as fragile:
+        worker = start_app("restart", tmp_path, fragile, "restart:", OUTAGE_POLICY)
+        try:
+
+            async def scenario() -> tuple[list[Shot], float, float]:
+                load = Load([worker], concurrency=6)
+                running = asyncio.create_task(load.run())
+                await asyncio.sleep(1.0)  # steady: a pool of connections in use
+                killed = time.monotonic()
+                fragile.stop()
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(fragile.start)  # returns once it answers PING
+                back = time.monotonic()
+                await asyncio.sleep(3.0)
+                load.stop.set()
+                return await running, killed, back
+
+            shots, killed, back = asyncio.run(scenario())
+            events = audit_of([worker], shots)
+        finally:
+            worker.stop()
+    assert [shot.error for shot in shots if shot.status == 0] == []
+    assert {shot.status for shot in shots} == {101, 503}
+    assert sorted(len(found) for found in events.values()) == [1] * len(shots)
+    answered = [shot.done for shot in shots if shot.sent > back and shot.status == 101]
+    assert answered, "the store did not recover by itself"
+    recovered = min(answered)
+    assert [shot for shot in shots if shot.sent > recovered and shot.status != 101] == []
+    refused = [shot for shot in shots if shot.sent > back and shot.status == 503]
+    print(
+        f"\nredis down {back - killed:.2f} s; after it was back, {len(refused)} of"
+        f" {sum(shot.sent > back for shot in shots)} handshakes refused, the last sent"
+        f" {max((s.sent for s in refused), default=back) - back:.2f} s after"
+        f" (retry_interval 1 s); first answered {recovered - back:.2f} s after"
+    )

@@ -24,8 +24,10 @@ class HandshakeStore(Protocol):
 
     Each method may answer at once (the in-process store does) or return an awaitable of
     the answer (``async def``, as the Redis store does); the middleware accepts either.
-    Names (``name`` and the keys of ``caps``) are opaque strings built by the middleware,
-    such as ``"default:client:203.0.113.7"``; a store only needs to keep them apart.
+    Names (``name`` and the keys of ``caps``) are strings built by the middleware, such as
+    ``"default:client:203.0.113.7"``: ``<route>:...``. A store needs to keep them apart; a
+    clustered one also keeps the names of one route, which one ``acquire`` counts under
+    together, in one place (the part before the first ':').
     """
 
     def remember_key(self, key: str, ttl: float) -> bool | Awaitable[bool]:
