@@ -72,6 +72,8 @@ _OWS = " \t"
 #: What a header value that is neither bytes nor str reads as: present, and malformed for
 #: every field (no parser accepts a NUL), so a broken server fails closed.
 _UNREADABLE = b"\x00"
+#: The raw-value cache's key for a ``wss`` scope with nothing optional (``WSS_SITE``).
+_WSS = "wss"
 #: The cache's bounds: entries, and bytes of raw values (each entry's values at most _LONG).
 _ENTRIES = 1024
 _LONG = 1024
@@ -157,9 +159,12 @@ class RawValues(NamedTuple):
         version: object,
         protocol: object,
         listed: object,
-        site: Site | None = None,
+        site: Site | str | None = None,
     ) -> RawValues:
-        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line."""
+        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line;
+        ``site`` is a ``Site``, or ``"wss"`` for ``WSS_SITE`` (a cheaper cache key)."""
+        if site == _WSS:
+            site = WSS_SITE
         if listed is not None:
             # uvicorn's wsproto backend removes the header and leaves only the scope's list.
             offered = tuple([item for item in listed if type(item) is str and item])  # type: ignore[attr-defined]
@@ -172,7 +177,7 @@ class RawValues(NamedTuple):
             _items(_decoded(version)),
             offered,
             None,
-            site,
+            site,  # type: ignore[arg-type]
         )
 
 
@@ -398,23 +403,25 @@ class HandshakeRequest(NamedTuple):
         ):
             client = client_address(client)
         scheme = scope.get("scheme", "ws")
-        if type(scheme) is not str:
-            scheme = str(scheme)
-        fetch_site = None
-        if deployment is None and (optional is None or type(optional) is int):
-            site = WSS_SITE if scheme == "wss" else None
-            if optional is not None:
-                value = headers[optional][1]
-                if type(value) is bytes:
-                    fetch_site = value.decode("latin-1").strip(_OWS)
-                else:
-                    fetch_site = _text(headers, optional)
+        if optional is None and deployment is None:  # the usual case: nothing optional
+            fetch_site = None
+            if scheme == "wss":  # TLS ends here: the public scheme is known (see Site)
+                raw_key: tuple[object, ...] = (origin, host, version, protocol, listed, _WSS)
+            else:
+                raw_key = (origin, host, version, protocol, listed)
         else:
             fetch_site, site, client = _optional(headers, optional, scheme, client, deployment)
-        if site is None:
-            raw_key: tuple[object, ...] = (origin, host, version, protocol, listed)
-        else:
-            raw_key = (origin, host, version, protocol, listed, site)
+            if site is None:
+                raw_key = (origin, host, version, protocol, listed)
+            else:
+                raw_key = (
+                    origin,
+                    host,
+                    version,
+                    protocol,
+                    listed,
+                    _WSS if site is WSS_SITE else site,
+                )
         try:
             raw = _ENTRY(raw_key)
         except TypeError:  # an unhashable scope list
@@ -436,7 +443,7 @@ class HandshakeRequest(NamedTuple):
             keys,
             raw.subprotocols,
             http_version if type(http_version) is str else str(http_version),
-            scheme,
+            scheme if type(scheme) is str else str(scheme),
             client,
             (type(extensions) is dict or isinstance(extensions, Mapping))
             and "websocket.http.response" in extensions,
@@ -449,18 +456,28 @@ class HandshakeRequest(NamedTuple):
 def _optional(
     headers: list[Any] | tuple[Any, ...],
     optional: int | tuple[Any, ...] | None,
-    scheme: str,
+    scheme: object,
     client: tuple[str, int] | None,
     deployment: Deployment | None,
 ) -> tuple[str | None, Site | None, tuple[str, int] | None]:
     """Sec-Fetch-Site, and the site and client as the deployment sees them."""
-    if type(optional) is int:
-        optional = (optional, None, None, None, None)
-    texts = [None] * 5 if optional is None else [_text(headers, where) for where in optional]  # type: ignore[union-attr]
+    texts: list[str | None] = [None, None, None, None]
+    if type(optional) is int:  # one Sec-Fetch-Site line, nothing else: a browser's handshake
+        value = headers[optional][1]
+        if type(value) is bytes:
+            fetch_site: str | None = value.decode("latin-1").strip(_OWS)
+        else:
+            fetch_site = _text(headers, optional)
+    elif optional is None:
+        fetch_site = None
+    else:
+        assert type(optional) is tuple
+        fetch_site = _text(headers, optional[0])
+        texts = [_text(headers, where) for where in optional[1:]]
     if deployment is None:
-        return texts[0], WSS_SITE if scheme == "wss" else None, client
-    site, client = deployment.resolve(client, scheme, *texts[1:])
-    return texts[0], site, client
+        return fetch_site, WSS_SITE if scheme == "wss" else None, client
+    site, client = deployment.resolve(client, str(scheme), *texts)
+    return fetch_site, site, client
 
 
 def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
