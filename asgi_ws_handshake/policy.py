@@ -292,7 +292,6 @@ class HandshakePolicy:
             and raw.hosts is request.hosts
             and raw.origins is request.origins
             and raw.subprotocols is request.subprotocols
-            and raw.site is request.site
         ):
             verdict = memo.get(self._token)
             if verdict is None:
@@ -307,7 +306,7 @@ class HandshakePolicy:
                     request.origins,
                     request.versions,
                     request.subprotocols,
-                    site=request.site,
+                    site=None if raw is None else raw.site,
                 )
             )
         fetch_site = request.fetch_site

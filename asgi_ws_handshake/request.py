@@ -348,9 +348,14 @@ class HandshakeRequest(NamedTuple):
     #: The ``Sec-Fetch-Site`` value (Fetch Metadata), repeated lines comma-joined; None when
     #: absent (non-browser clients, older browsers).
     fetch_site: str | None = None
-    #: Where the site is served from beyond Host: a trusted proxy's view, ``public_origins``,
-    #: or https under a ``wss`` scope (the same value as ``raw.site``).
-    site: Site | None = None
+
+    @property
+    def site(self) -> Site | None:
+        """Where the site is served from beyond Host (``raw.site``): a trusted proxy's view,
+        ``public_origins``, or https under a ``wss`` scope. A request built by hand carries
+        one in its ``raw``."""
+        raw = self.raw
+        return None if raw is None else raw.site
 
     @classmethod
     def from_scope(
@@ -449,7 +454,6 @@ class HandshakeRequest(NamedTuple):
             and "websocket.http.response" in extensions,
             raw,
             fetch_site,
-            raw.site,  # (the cached one, so that the policy's memo can tell it is the same)
         )
 
 
