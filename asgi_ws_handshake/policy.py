@@ -307,36 +307,12 @@ class HandshakePolicy:
                     request.versions,
                     request.subprotocols,
                     site=None if raw is None else raw.site,
+                    fetch_site=None if raw is None else raw.fetch_site,
                 )
             )
-        fetch_site = request.fetch_site
-        if (
-            fetch_site is not None
-            and "cross-site" in fetch_site
-            and type(verdict) is Accept
-            and self._cross_site_check
-        ):
-            verdict = self._fetch_site(fetch_site, verdict)
         if self.select_subprotocol is None or type(verdict) is not Accept:
             return verdict
         return self._select(request, verdict)
-
-    def _fetch_site(self, fetch_site: str, verdict: Accept) -> Decision:
-        """Fetch Metadata (W3C, Sec-Fetch-Site 2.1): ``cross-site`` is refused unless an
-        allowance vouches for the Origin (as Go's ``CrossOriginProtection``), so a cross-site
-        page whose Origin a proxy stripped is still refused."""
-        if "," in fetch_site:
-            cross = "cross-site" in [item.strip(" \t") for item in fetch_site.split(",")]
-        else:
-            cross = fetch_site == "cross-site"
-        origin = verdict.origin
-        if cross and (origin is None or (self._same_origin and origin != "null")):
-            return Reject.because(
-                Reason.FETCH_SITE_CROSS_SITE,
-                "Sec-Fetch-Site is cross-site and no allowed Origin vouches for it",
-                origin=origin,
-            )
-        return verdict
 
     def report_only(self, request: HandshakeRequest, reject: Reject) -> Accept:
         """What a report-only route (``enforce=False``) lets through in place of ``reject``.
@@ -453,6 +429,22 @@ class HandshakePolicy:
                         origin=origin_value,
                     )
 
+        # Fetch Metadata (W3C, Sec-Fetch-Site 2.1): a browser says the page is another site's.
+        # Refused unless an allowance vouches for the Origin (as Go's CrossOriginProtection),
+        # so a cross-site page whose Origin a proxy stripped is still refused.
+        fetch_site = raw.fetch_site
+        if (
+            fetch_site is not None
+            and self._cross_site_check
+            and _cross_site(fetch_site)
+            and (origin_value is None or (same_origin and origin_value != "null"))
+        ):
+            return Reject.because(
+                Reason.FETCH_SITE_CROSS_SITE,
+                "Sec-Fetch-Site is cross-site and no allowed Origin vouches for it",
+                origin=origin_value,
+            )
+
         # RFC 6455 4.1 item 10 / 4.2.2 item 5.4: offered tokens, unique; pick one of them.
         offered = raw.subprotocols
         if offered:
@@ -467,3 +459,10 @@ class HandshakePolicy:
                 Reason.SUBPROTOCOL_REQUIRED, "no supported subprotocol offered", origin=origin_value
             )
         return Accept(chosen, origin_value)
+
+
+def _cross_site(fetch_site: str) -> bool:
+    """Whether a ``Sec-Fetch-Site`` value (lines comma-joined) says ``cross-site``."""
+    if "," in fetch_site:
+        return "cross-site" in [item.strip(" \t") for item in fetch_site.split(",")]
+    return fetch_site == "cross-site"

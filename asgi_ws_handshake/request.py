@@ -150,6 +150,9 @@ class RawValues(NamedTuple):
     memo: dict[object, Any] | None = None
     #: Where the site is served from, when known beyond Host (part of the cache key).
     site: Site | None = None
+    #: The ``Sec-Fetch-Site`` value (Fetch Metadata), repeated lines comma-joined; None when
+    #: absent (non-browser clients, older browsers).
+    fetch_site: str | None = None
 
     @classmethod
     def decode(
@@ -159,12 +162,20 @@ class RawValues(NamedTuple):
         version: object,
         protocol: object,
         listed: object,
-        site: Site | str | None = None,
+        optional: object = None,
     ) -> RawValues:
         """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line;
-        ``site`` is a ``Site``, or ``"wss"`` for ``WSS_SITE`` (a cheaper cache key)."""
-        if site == _WSS:
+        ``optional`` is None, ``"wss"`` (for ``WSS_SITE``: a cheaper cache key), or a
+        ``(site, raw Sec-Fetch-Site)`` pair."""
+        site: Site | None = None
+        fetch_site = None
+        if optional == _WSS:
             site = WSS_SITE
+        elif optional is not None:
+            pair: tuple[Site | None, object] = optional  # type: ignore[assignment]
+            site, fetch_raw = pair
+            if fetch_raw is not None:
+                fetch_site = ", ".join(_decoded(fetch_raw))
         if listed is not None:
             # uvicorn's wsproto backend removes the header and leaves only the scope's list.
             offered = tuple([item for item in listed if type(item) is str and item])  # type: ignore[attr-defined]
@@ -177,7 +188,8 @@ class RawValues(NamedTuple):
             _items(_decoded(version)),
             offered,
             None,
-            site,  # type: ignore[arg-type]
+            site,
+            fetch_site,
         )
 
 
@@ -192,7 +204,7 @@ class _Cache:
 
     def add(self, key: tuple[object, ...]) -> RawValues:
         """Decode the raw values of ``key`` (not found in ``entries``) and keep them if short."""
-        entry = RawValues.decode(*key)  # type: ignore[arg-type]
+        entry = RawValues.decode(*key)
         weight = sum(map(_weight, key))
         if weight > _LONG:  # long values are decoded for this handshake only, never kept
             return entry
@@ -345,17 +357,20 @@ class HandshakeRequest(NamedTuple):
     #: The decoded Origin, Host, version and offer; ``from_scope`` shares one per distinct
     #: set of raw values (see the module docstring). None: build it from the fields above.
     raw: RawValues | None = None
-    #: The ``Sec-Fetch-Site`` value (Fetch Metadata), repeated lines comma-joined; None when
-    #: absent (non-browser clients, older browsers).
-    fetch_site: str | None = None
 
     @property
     def site(self) -> Site | None:
         """Where the site is served from beyond Host (``raw.site``): a trusted proxy's view,
         ``public_origins``, or https under a ``wss`` scope. A request built by hand carries
-        one in its ``raw``."""
+        one in its ``raw``, as it does ``fetch_site``."""
         raw = self.raw
         return None if raw is None else raw.site
+
+    @property
+    def fetch_site(self) -> str | None:
+        """``Sec-Fetch-Site`` (``raw.fetch_site``), or None."""
+        raw = self.raw
+        return None if raw is None else raw.fetch_site
 
     @classmethod
     def from_scope(
@@ -409,24 +424,16 @@ class HandshakeRequest(NamedTuple):
             client = client_address(client)
         scheme = scope.get("scheme", "ws")
         if optional is None and deployment is None:  # the usual case: nothing optional
-            fetch_site = None
             if scheme == "wss":  # TLS ends here: the public scheme is known (see Site)
                 raw_key: tuple[object, ...] = (origin, host, version, protocol, listed, _WSS)
             else:
                 raw_key = (origin, host, version, protocol, listed)
         else:
-            fetch_site, site, client = _optional(headers, optional, scheme, client, deployment)
-            if site is None:
+            extra, client = _optional(headers, optional, scheme, client, deployment)
+            if extra is None:
                 raw_key = (origin, host, version, protocol, listed)
             else:
-                raw_key = (
-                    origin,
-                    host,
-                    version,
-                    protocol,
-                    listed,
-                    _WSS if site is WSS_SITE else site,
-                )
+                raw_key = (origin, host, version, protocol, listed, extra)
         try:
             raw = _ENTRY(raw_key)
         except TypeError:  # an unhashable scope list
@@ -453,7 +460,6 @@ class HandshakeRequest(NamedTuple):
             (type(extensions) is dict or isinstance(extensions, Mapping))
             and "websocket.http.response" in extensions,
             raw,
-            fetch_site,
         )
 
 
@@ -463,25 +469,28 @@ def _optional(
     scheme: object,
     client: tuple[str, int] | None,
     deployment: Deployment | None,
-) -> tuple[str | None, Site | None, tuple[str, int] | None]:
-    """Sec-Fetch-Site, and the site and client as the deployment sees them."""
+) -> tuple[object, tuple[str, int] | None]:
+    """The optional fields' part of the cache key (see ``RawValues.decode``), and the client
+    as the deployment sees it."""
     texts: list[str | None] = [None, None, None, None]
     if type(optional) is int:  # one Sec-Fetch-Site line, nothing else: a browser's handshake
-        value = headers[optional][1]
-        if type(value) is bytes:
-            fetch_site: str | None = value.decode("latin-1").strip(_OWS)
-        else:
-            fetch_site = _text(headers, optional)
+        fetch_raw = _normalised(_value(headers[optional]))
     elif optional is None:
-        fetch_site = None
+        fetch_raw = None
     else:
         assert type(optional) is tuple
-        fetch_site = _text(headers, optional[0])
+        where = optional[0]
+        fetch_raw = (
+            _normalised(_value(headers[where])) if type(where) is int else _values(headers, where)
+        )
         texts = [_text(headers, where) for where in optional[1:]]
     if deployment is None:
-        return fetch_site, WSS_SITE if scheme == "wss" else None, client
-    site, client = deployment.resolve(client, str(scheme), *texts)
-    return fetch_site, site, client
+        site = WSS_SITE if scheme == "wss" else None
+    else:
+        site, client = deployment.resolve(client, str(scheme), *texts)
+    if fetch_raw is None:
+        return (None if site is None else _WSS if site is WSS_SITE else (site, None)), client
+    return (site, fetch_raw), client
 
 
 def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:

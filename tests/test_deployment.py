@@ -15,6 +15,7 @@ import pytest
 from asgi_ws_handshake import HandshakePolicy, HandshakeRequest, LoggingSink, Reason
 from asgi_ws_handshake.decision import Accept, Reject
 from asgi_ws_handshake.proxies import Deployment, Site, parse_forwarded
+from asgi_ws_handshake.request import RawValues
 from tests.asgi import make_request, run, ws_scope
 
 PROXY = "10.0.0.5"
@@ -287,7 +288,10 @@ def test_a_malformed_forwarded_host_fails_closed() -> None:
 def test_sec_fetch_site_cross_site_needs_an_origin_that_vouches(
     policy: HandshakePolicy, origins: tuple[str, ...], fetch_site: str, reason: Reason | None
 ) -> None:
-    request = make_request(hosts=("app.example.com",), origins=origins, fetch_site=fetch_site)
+    request = make_request(hosts=("app.example.com",), origins=origins)
+    request = request._replace(
+        raw=RawValues(request.hosts, origins, ("13",), (), fetch_site=fetch_site)
+    )
     decision = policy.evaluate(request)
     if reason is None:
         assert type(decision) is Accept

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from ..decision import Reject
 from ..origin import parse_origin
 from ..policy import HandshakePolicy
-from ..request import HandshakeRequest
+from ..request import HandshakeRequest, RawValues
 from .render import toml_value
 
 __all__ = ["Options", "Suggestion", "read_events", "render", "suggest"]
@@ -255,13 +255,17 @@ def _judge(policy: HandshakePolicy, event: dict[str, Any]) -> str | None:
     origin = event.get("origin")
     host = event.get("host")
     fetch_site = event.get("fetch_site")
+    hosts = (host,) if isinstance(host, str) else ()
+    origins = (origin,) if isinstance(origin, str) and origin else ()
+    offered = tuple(p for p in event.get("subprotocols") or () if isinstance(p, str))
+    fetched = fetch_site if isinstance(fetch_site, str) else None
     request = HandshakeRequest(
         path=str(event.get("path") or "/"),
-        hosts=(host,) if isinstance(host, str) else (),
-        origins=(origin,) if isinstance(origin, str) and origin else (),
+        hosts=hosts,
+        origins=origins,
         keys=(_PLACEHOLDER_KEY,),
-        subprotocols=tuple(p for p in event.get("subprotocols") or () if isinstance(p, str)),
-        fetch_site=fetch_site if isinstance(fetch_site, str) else None,
+        subprotocols=offered,
+        raw=RawValues(hosts, origins, ("13",), offered, fetch_site=fetched),
     )
     try:
         decision = policy.evaluate(request)
