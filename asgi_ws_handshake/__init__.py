@@ -43,6 +43,15 @@ _EXPORTS = {
     "HandshakePolicy": "policy",
     "SubprotocolSelector": "policy",
     "HandshakeRequest": "request",
+    "ANONYMOUS": "identity",
+    "AuthRefusal": "identity",
+    "AuthRequest": "identity",
+    "Identity": "identity",
+    "BearerToken": "authenticators",
+    "SessionCookie": "authenticators",
+    "Tickets": "authenticators",
+    "jwt_verifier": "authenticators",
+    "HandshakeGuard": "dependency",
     "HandshakeStore": "stores",
     "MemoryStore": "stores",
     "StoreError": "stores",
@@ -69,6 +78,18 @@ if TYPE_CHECKING:
     from .audit import (
         Outcome as Outcome,
     )
+    from .authenticators import (
+        BearerToken as BearerToken,
+    )
+    from .authenticators import (
+        SessionCookie as SessionCookie,
+    )
+    from .authenticators import (
+        Tickets as Tickets,
+    )
+    from .authenticators import (
+        jwt_verifier as jwt_verifier,
+    )
     from .config import (
         PolicyFileError as PolicyFileError,
     )
@@ -89,6 +110,21 @@ if TYPE_CHECKING:
     )
     from .delivery import (
         Auditor as Auditor,
+    )
+    from .dependency import (
+        HandshakeGuard as HandshakeGuard,
+    )
+    from .identity import (
+        ANONYMOUS as ANONYMOUS,
+    )
+    from .identity import (
+        AuthRefusal as AuthRefusal,
+    )
+    from .identity import (
+        AuthRequest as AuthRequest,
+    )
+    from .identity import (
+        Identity as Identity,
     )
     from .key import (
         GUID as GUID,

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from .decision import Accept, Decision
+from .identity import REDACTED, Authenticated, Identity
 from .key import accept_key, is_valid_key
 from .request import HandshakeRequest
 
@@ -42,7 +43,6 @@ AuditSink = Callable[["AuditEvent"], "Awaitable[None] | None"]
 #: Subprotocols that carry credentials are redacted in audit events (case-insensitive globs);
 #: values longer than 64 characters are redacted too.
 DEFAULT_REDACT = ("*bearer*", "*token*", "*authorization*", "*secret*", "*password*", "eyj*")
-REDACTED = "<redacted>"
 _REDACT_LONGER_THAN = 64
 _REDACT_CACHE = 1024
 _CAP = 256  # the most characters of a header value an event keeps
@@ -73,6 +73,12 @@ class Redactor:
             re.compile("|".join(f"(?:{part})" for part in parts), re.IGNORECASE) if parts else None
         )
         self._known: dict[str, str] = {}
+
+    def marks(self, value: str) -> bool:
+        """Whether a glob matches ``value`` (a marker such as ``access_token``: the item
+        after it carries the secret)."""
+        regex = self._regex
+        return regex is not None and len(value) <= _REDACT_LONGER_THAN and bool(regex.match(value))
 
     def __call__(self, value: str) -> str:
         """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
@@ -121,6 +127,7 @@ class HandshakeInfo:
 
     __slots__ = (
         "_serial",
+        "auth",
         "decision",
         "key_reused",
         "lease",
@@ -149,6 +156,26 @@ class HandshakeInfo:
         self.store_error = False
         #: The connection lease taken under the route's caps, until it is released.
         self.lease: str | None = None
+        # ``auth`` (an ``identity.Authenticated``) is set only by the authenticate step and
+        # left unset otherwise, so handshakes on routes without ``authenticate`` pay nothing
+        # for it: read it through ``authenticated``.
+
+    @property
+    def authenticated(self) -> Authenticated | None:
+        """What the authenticate step found, or None when the route does not authenticate."""
+        return getattr(self, "auth", None)
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who connected (``authenticate``'s ``Identity``), or None."""
+        auth: Authenticated | None = getattr(self, "auth", None)
+        return None if auth is None else auth.identity
+
+    @property
+    def subject(self) -> str | None:
+        """The identity's subject, or None."""
+        identity = self.identity
+        return None if identity is None else identity.subject
 
     @property
     def audit_id(self) -> str:
@@ -175,7 +202,8 @@ class HandshakeInfo:
     def __repr__(self) -> str:
         return (
             f"HandshakeInfo(audit_id={self.audit_id!r}, route={self.route!r}, "
-            f"subprotocol={self.subprotocol!r}, origin={self.origin!r})"
+            f"subprotocol={self.subprotocol!r}, origin={self.origin!r}, "
+            f"subject={self.subject!r})"
         )
 
 
@@ -266,9 +294,22 @@ class AuditEvent(NamedTuple):
 
     @property
     def subprotocols(self) -> tuple[str, ...]:
-        """Offered subprotocols, secret-looking ones redacted."""
+        """Offered subprotocols, secret-looking ones redacted: those the redaction globs
+        match, the item right after one of them (``["access_token", "<token>"]``: the token),
+        and the token the authenticator consumed."""
         redact = self.handshake.redact
-        return tuple([redact(value) for value in self.handshake.request.subprotocols])
+        auth = self.handshake.authenticated
+        consumed = None if auth is None else auth.consumed
+        shown: list[str] = []
+        marker = False
+        for value in self.handshake.request.subprotocols:
+            if marker or value == consumed:
+                shown.append(REDACTED)
+                marker = False
+            else:
+                shown.append(redact(value))
+                marker = redact.marks(value)
+        return tuple(shown)
 
     @property
     def subprotocol(self) -> str | None:
@@ -335,6 +376,18 @@ class AuditEvent(NamedTuple):
         site = self.handshake.request.site
         return None if site is None or site.scheme is None else _cap((site.scheme,))
 
+    @property
+    def subject(self) -> str | None:
+        """Who connected (the identity's subject), never the credential."""
+        return self.handshake.subject
+
+    @property
+    def credential(self) -> str | None:
+        """Where the credential came from (``"query:ticket"``, ``"cookie:session"``,
+        ``"subprotocol:access_token"``, ``"header"``), never its value."""
+        auth = self.handshake.authenticated
+        return None if auth is None else auth.source
+
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-safe values (``time`` as ISO 8601 UTC)."""
         return {
@@ -363,6 +416,8 @@ class AuditEvent(NamedTuple):
             "fetch_site": self.fetch_site,
             "public_host": self.public_host,
             "public_scheme": self.public_scheme,
+            "subject": self.subject,
+            "credential": self.credential,
         }
 
     def __repr__(self) -> str:
@@ -407,6 +462,7 @@ class CloseEvent(NamedTuple):
             "time": datetime.fromtimestamp(self.time, UTC).isoformat(),
             "route": self.route,
             "path": self.handshake.request.path,
+            "subject": self.handshake.subject,
             "closed_by": self.closed_by,
             "code": self.code,
             "reason": self.reason,

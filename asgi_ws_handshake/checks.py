@@ -1,4 +1,5 @@
-"""The checks that need a store: handshake rates, reused keys and connection leases.
+"""Step 5 of a handshake: who is connecting (``authenticate``), then the checks that need a
+store: handshake rates, reused keys and connection leases.
 
 Owns what the policy's stateful options mean (``rate_limit``, ``rate_limit_total``,
 ``key_reuse``, ``max_connections``, ``max_connections_per_client``, ``on_store_error``),
@@ -19,14 +20,15 @@ import collections
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .audit import HandshakeInfo
 from .decision import Accept, Decision, Reason, Reject
+from .identity import Authenticated, AuthRefusal, AuthRequest, Identity
 from .policy import HandshakePolicy
 from .request import HandshakeRequest
-from .stores import HandshakeStore
+from .stores import HandshakeStore, StoreError
 
 __all__ = ["KeyBacklog", "StoreChecks"]
 
@@ -53,13 +55,17 @@ class StoreChecks(HandshakeInfo):
         decision: Accept,
         request: HandshakeRequest,
         backlog: KeyBacklog | None = None,
+        scope: Mapping[str, Any] | None = None,
     ) -> Decision | Awaitable[Decision]:
-        """Run the policy's ``store_checks`` in order: rates, the reused key, connection caps.
+        """Run ``authenticate`` (when the policy has one: ``scope`` holds the credentials),
+        then the policy's ``store_checks`` in order: rates, the reused key, connection caps.
 
-        Returns the decision when every store answer was immediate, else an awaitable of it.
+        Returns the decision when every answer was immediate, else an awaitable of it.
         A connection lease, when the route has caps, is named by the audit id. A key the
         store could not remember goes to ``backlog``, to be remembered once it answers again.
         """
+        if policy.authenticate is not None:
+            return self._authenticate(store, policy, decision, request, backlog, scope or {})
         return self._run(store, policy, decision, request, 0, backlog)
 
     def _run(
@@ -115,6 +121,141 @@ class StoreChecks(HandshakeInfo):
         rest = self._run(store, policy, decision, request, index + 1, backlog)
         return rest if type(rest) is Accept or type(rest) is Reject else await rest  # type: ignore[misc]
 
+    # -- who is connecting: the authenticate hook, sync or async, bounded, failing closed
+
+    def now(self) -> float:
+        """Wall-clock seconds (the middleware's injectable clock overrides this)."""
+        return time.time()
+
+    def _authenticate(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        backlog: KeyBacklog | None,
+        scope: Mapping[str, Any],
+    ) -> Decision | Awaitable[Decision]:
+        hook = policy.authenticate
+        assert hook is not None
+        auth = AuthRequest(request, scope, route=self.route, origin=decision.origin, store=store)
+        try:
+            answer = hook(auth)
+        except Exception as exc:
+            return self._auth_failed(exc, decision, auth)
+        if inspect.isawaitable(answer):
+            return self._authenticated_later(
+                store, policy, decision, request, backlog, auth, answer
+            )
+        verdict = self._auth_apply(policy, decision, request, auth, answer)
+        if type(verdict) is not Accept:
+            return verdict
+        return self._run(store, policy, decision, request, 0, backlog)
+
+    async def _authenticated_later(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        backlog: KeyBacklog | None,
+        auth: AuthRequest,
+        answer: Awaitable[Any],
+    ) -> Decision:
+        try:
+            async with asyncio.timeout(policy.authenticate_timeout):
+                value = await answer
+        except TimeoutError:
+            self.auth = Authenticated(None, auth.source, auth.consumed)
+            logger.warning("authenticate did not answer within %ss", policy.authenticate_timeout)
+            return Reject.because(
+                Reason.AUTH_TIMEOUT, "authenticate timed out", origin=decision.origin
+            )
+        except Exception as exc:
+            return self._auth_failed(exc, decision, auth)
+        verdict = self._auth_apply(policy, decision, request, auth, value)
+        if type(verdict) is not Accept:
+            return verdict
+        rest = self._run(store, policy, decision, request, 0, backlog)
+        return rest if type(rest) is Accept or type(rest) is Reject else await rest  # type: ignore[misc]
+
+    def _auth_failed(self, exc: Exception, decision: Accept, auth: AuthRequest) -> Reject:
+        """A hook that raised: its refusal, a store that failed, or a bug (500, never accept)."""
+        self.auth = Authenticated(None, auth.source, auth.consumed)  # what to redact
+        if isinstance(exc, AuthRefusal):
+            return exc.reject(decision.origin, auth.scrub)
+        if isinstance(exc, StoreError):  # a ticket that cannot be redeemed is not let through
+            self._failed(exc)
+            return Reject.because(
+                Reason.STORE_UNAVAILABLE, "the store did not answer", origin=decision.origin
+            )
+        # Never the message: it may quote a credential. The place is enough to find the bug.
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f" at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+        logger.error("authenticate raised %s%s", type(exc).__qualname__, where)
+        return Reject.because(
+            Reason.AUTH_ERROR, f"authenticate raised {type(exc).__name__}", origin=decision.origin
+        )
+
+    def _auth_apply(
+        self,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        auth: AuthRequest,
+        answer: Any,
+    ) -> Decision:
+        """What the hook's answer means for the handshake; records the identity."""
+        # Whatever the answer, the event must know where the credential came from and
+        # which subprotocol item it consumed (to redact it); the identity is added below.
+        self.auth = Authenticated(None, auth.source, auth.consumed)
+        if isinstance(answer, AuthRefusal):
+            return answer.reject(decision.origin, auth.scrub)
+        if type(answer) is Reject:
+            detail = auth.scrub(answer.detail)
+            return answer._replace(origin=answer.origin or decision.origin, detail=detail)
+        if answer is None:
+            if not policy.allow_anonymous:
+                return Reject.because(Reason.AUTH_MISSING, "no credentials", origin=decision.origin)
+            return decision
+        if not isinstance(answer, Identity):
+            why = f"authenticate returned {type(answer).__name__}, not an Identity"
+            return Reject.because(Reason.AUTH_ERROR, why, origin=decision.origin)
+        expires = answer.expires_at
+        if expires is not None and expires <= self.now():
+            return Reject.because(Reason.AUTH_EXPIRED, "identity expired", origin=decision.origin)
+        consumed = auth.consumed
+        if consumed is not None and decision.subprotocol == consumed:
+            # The token is a credential: it is never negotiated (nor echoed back).
+            why = "the negotiated subprotocol is the credential"
+            return Reject.because(Reason.INTERNAL_ERROR, why, origin=decision.origin)
+        limit = None
+        key = policy.limit_key
+        if key == "subject":
+            limit = f"{self.route}:subject:{answer.subject}"
+        elif key != "client":
+            try:
+                value = key(request, answer)
+            except Exception as exc:
+                logger.error("limit_key raised %s", type(exc).__qualname__)
+                value = None
+            if not isinstance(value, str) or not 0 < len(value) <= 256:
+                why = "limit_key did not return a str of 1 to 256 characters"
+                return Reject.because(Reason.AUTH_ERROR, why, origin=decision.origin)
+            limit = f"{self.route}:key:{value}"
+        self.auth = Authenticated(answer, auth.source, consumed, limit)
+        return decision
+
+    def _limit_name(self, policy: HandshakePolicy, request: HandshakeRequest) -> str:
+        """The name per-client rates and caps count under: the identity's key, or the address."""
+        if policy.authenticate is not None:
+            auth: Authenticated | None = getattr(self, "auth", None)
+            if auth is not None and auth.limit is not None:
+                return auth.limit
+        return self.client_name(request)
+
     def _ask(
         self, store: HandshakeStore, policy: HandshakePolicy, request: HandshakeRequest, check: str
     ) -> Any:
@@ -126,12 +267,12 @@ class StoreChecks(HandshakeInfo):
         if check == "connections":
             caps: dict[str, int] = {}
             if policy.max_connections_per_client:
-                caps[self.client_name(request)] = policy.max_connections_per_client
+                caps[self._limit_name(policy, request)] = policy.max_connections_per_client
             if policy.max_connections:
                 caps[f"{self.route}:total"] = policy.max_connections
             return store.acquire(self.audit_id, caps)
         if check == "client_rate":
-            rate, name = policy.client_rate, self.client_name(request)
+            rate, name = policy.client_rate, self._limit_name(policy, request)
         else:
             rate, name = policy.total_rate, f"{self.route}:total"
         assert rate is not None

@@ -46,6 +46,21 @@ class Reason(enum.StrEnum):
     CLIENT_GONE = "client_gone"
     #: A bug or misconfiguration on the server side (for example a raising selector).
     INTERNAL_ERROR = "internal_error"
+    # Who is connecting (the policy's ``authenticate``).
+    #: No credential where the authenticator looks for one.
+    AUTH_MISSING = "auth_missing"
+    #: A credential that does not verify (bad signature, unknown session, malformed).
+    AUTH_INVALID = "auth_invalid"
+    #: A credential past its expiry.
+    AUTH_EXPIRED = "auth_expired"
+    #: A one-time credential (a ticket) presented again.
+    AUTH_REPLAYED = "auth_replayed"
+    #: An authenticated identity that may not connect.
+    AUTH_FORBIDDEN = "auth_forbidden"
+    #: The authenticate hook raised or returned something it may not.
+    AUTH_ERROR = "auth_error"
+    #: The authenticate hook did not answer within ``authenticate_timeout``.
+    AUTH_TIMEOUT = "auth_timeout"
 
 
 _VERSION_13 = (("sec-websocket-version", "13"),)
@@ -78,6 +93,17 @@ RESPONSES: dict[Reason, tuple[int, tuple[tuple[str, str], ...]]] = {
     Reason.APP_ERROR: (500, ()),
     Reason.CLIENT_GONE: (0, ()),
     Reason.INTERNAL_ERROR: (500, ()),
+    # RFC 9110 15.5.2: 401 when credentials are missing or wrong (the authenticator adds the
+    # WWW-Authenticate challenge where its scheme is known, 11.6.1); 15.5.4: 403 for an
+    # identity that may not connect. A hook that fails is the server's fault (500, or 503
+    # when it timed out: 15.6.4).
+    Reason.AUTH_MISSING: (401, ()),
+    Reason.AUTH_INVALID: (401, ()),
+    Reason.AUTH_EXPIRED: (401, ()),
+    Reason.AUTH_REPLAYED: (401, ()),
+    Reason.AUTH_FORBIDDEN: (403, ()),
+    Reason.AUTH_ERROR: (500, ()),
+    Reason.AUTH_TIMEOUT: (503, ()),
 }
 
 

@@ -38,6 +38,7 @@ from .logs import note_denial
 from .policy import HandshakePolicy
 from .proxies import Deployment, ProxyHeaders
 from .request import HandshakeRequest, route_path
+from .session import open_session
 from .sinks import LoggingSink
 from .stores import HandshakeStore, MemoryStore
 
@@ -188,12 +189,19 @@ class HandshakeMiddleware:
                 decision = Reject.because(
                     Reason.INTERNAL_ERROR, f"policy raised {type(exc).__name__}"
                 )
+            app = self.app
             if type(decision) is Accept and policy.stateful:
-                checked = conn.check(self.store, policy, decision, request, self.backlog)
+                checked = conn.check(self.store, policy, decision, request, self.backlog, scope)
                 if type(checked) is Accept or type(checked) is Reject:
                     decision = checked
-                else:  # the store suspended: wait for its answers
+                else:  # the store (or authenticate) suspended: wait for its answers
                     decision = await checked  # type: ignore[misc]
+                # An identity for the app, a deadline for the connection (session.py). (The
+                # policy's ``sessions``, read as its two fields: no property call per handshake.)
+                if (
+                    policy.authenticate is not None or policy.max_connection_age is not None
+                ) and type(decision) is Accept:
+                    scope, app = open_session(conn, policy, scope, app)
             conn.decision = decision
             if type(decision) is Reject:
                 if policy.enforce:
@@ -215,7 +223,7 @@ class HandshakeMiddleware:
                 child = {**scope, "state": state}
             ended: BaseException | None = None
             try:
-                await self.app(child, conn.receive, conn.send)
+                await app(child, conn.receive, conn.send)
             except BaseException as exc:
                 ended = exc
                 if not await conn.app_raised(exc):
@@ -463,6 +471,10 @@ class _Connection(StoreChecks):
             _perf() - self.opened,
             self.mw.clock(),
         )
+
+    def now(self) -> float:
+        """The middleware's wall clock (identity expiry is judged by it)."""
+        return self.mw.clock()
 
     def finish(self) -> None:
         """The app has returned: let go of the server's callables (events outlive them)."""

@@ -162,6 +162,59 @@ POLICY: tuple[Option, ...] = (
         "(proceed, audit marks `store_error`)",
     ),
     Option(
+        "authenticate",
+        "callable",
+        True,
+        "None",
+        "who is connecting: a callable, sync or async, taking an `AuthRequest` and returning an "
+        "`Identity`, `None` (no credentials: 401 `auth_missing`) or a refusal; runs after the "
+        "rules above accepted, before the store checks. In a file: `'module:attribute'`",
+    ),
+    Option(
+        "authenticate_timeout",
+        "float",
+        False,
+        "5.0",
+        "seconds an async `authenticate` may take (503 `auth_timeout`)",
+    ),
+    Option(
+        "allow_anonymous",
+        "bool",
+        False,
+        "False",
+        "let handshakes for which `authenticate` returns `None` through, with no identity",
+    ),
+    Option(
+        "limit_key",
+        "choice:client|subject",
+        False,
+        '"client"',
+        'what `rate_limit` and `max_connections_per_client` count under: `"client"` '
+        '(address), `"subject"` (identity) or, in code only, a function of the request and '
+        "the identity",
+    ),
+    Option(
+        "max_connection_age",
+        "float",
+        True,
+        "None",
+        "seconds after which the guard closes an accepted connection",
+    ),
+    Option(
+        "close_on_expiry",
+        "bool",
+        False,
+        "True",
+        "close the connection when the identity's `expires_at` passes",
+    ),
+    Option(
+        "expiry_close_code",
+        "int",
+        False,
+        "1008",
+        "the close code for both: 1008 (policy violation) or 4000-4999",
+    ),
+    Option(
         "allow_cross_site",
         "bool",
         False,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .decision import Accept, Decision, Reason, Reject
+from .identity import Authenticator, LimitKey, check_identity_options
 from .key import is_valid_key
 from .origin import (
     DEFAULT_PORTS,
@@ -106,6 +107,21 @@ class HandshakePolicy:
             ``"closed"`` (default) refuses with 503 ``store_unavailable``; ``"open"`` lets the
             handshake proceed and marks its audit event ``store_error``. A check that cannot
             refuse (``key_reuse="flag"``) always proceeds, marked.
+        authenticate: who is connecting: a callable, sync or async, taking an
+            ``identity.AuthRequest`` and returning an ``Identity``, None (no credentials:
+            401 ``auth_missing``) or a refusal (``AuthRefusal`` raised or returned). Runs
+            after the rules above accepted and before the store checks. A hook that raises
+            fails closed (500 ``auth_error``), one slower than ``authenticate_timeout``
+            too (503 ``auth_timeout``).
+        authenticate_timeout: seconds an async ``authenticate`` may take.
+        allow_anonymous: let handshakes for which ``authenticate`` returns None through,
+            with no identity.
+        limit_key: what ``rate_limit`` and ``max_connections_per_client`` count under:
+            ``"client"`` (the address), ``"subject"`` (the identity's; the address for
+            anonymous clients) or ``(request, identity) -> str``.
+        max_connection_age: seconds after which the guard closes an accepted connection.
+        close_on_expiry: close the connection when the identity's ``expires_at`` passes.
+        expiry_close_code: the close code for both: 1008 (policy violation) or 4000-4999.
         allow_cross_site: accept handshakes a browser marks ``Sec-Fetch-Site: cross-site``
             although no allowance vouches for their Origin (none sent, or only the same-origin
             rule). Off by default: such a handshake comes from another site's page, its Origin
@@ -135,6 +151,14 @@ class HandshakePolicy:
     max_connections_per_client: int | None = None
     connections_retry_after: int = 5
     on_store_error: Literal["open", "closed"] = "closed"
+    # -- who is connecting (see "Args" above; validated by identity.check_identity_options)
+    authenticate: Authenticator | None = None
+    authenticate_timeout: float = 5.0
+    allow_anonymous: bool = False
+    limit_key: Literal["client", "subject"] | LimitKey = "client"
+    max_connection_age: float | None = None
+    close_on_expiry: bool = True
+    expiry_close_code: int = 1008
     allow_cross_site: bool = False
     enforce: bool = True
 
@@ -146,6 +170,8 @@ class HandshakePolicy:
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _token: int = field(init=False, repr=False, compare=False)
+    _stateful: bool = field(init=False, repr=False, compare=False)
+    _sessions: bool = field(init=False, repr=False, compare=False)
     _cross_site_check: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -218,11 +244,22 @@ class HandshakePolicy:
             ("connections", bool(self.max_connections or self.max_connections_per_client)),
         )
         set_(self, "_store_checks", tuple(name for name, on in checks if on))
+        check_identity_options(self)
+        sessions = self.authenticate is not None or self.max_connection_age is not None
+        set_(self, "_sessions", sessions)
+        set_(self, "_stateful", bool(self._store_checks) or sessions)
 
     @property
     def stateful(self) -> bool:
-        """Whether any check needs the store (rates, reused keys, connection caps)."""
-        return bool(self._store_checks)
+        """Whether the handshake goes on to step 5: the store checks (rates, reused keys,
+        connection caps), ``authenticate`` or a connection deadline."""
+        return self._stateful
+
+    @property
+    def sessions(self) -> bool:
+        """Whether accepted connections carry more than the handshake: an identity
+        (``authenticate``) or a deadline (``max_connection_age``)."""
+        return self._sessions
 
     @property
     def store_checks(self) -> tuple[str, ...]:

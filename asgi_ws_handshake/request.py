@@ -27,7 +27,15 @@ from .proxies import WSS_SITE, Site
 if TYPE_CHECKING:
     from .proxies import Deployment
 
-__all__ = ["HandshakeRequest", "RawValues", "Site", "client_address", "route_path"]
+__all__ = [
+    "CredentialFields",
+    "HandshakeRequest",
+    "RawValues",
+    "Site",
+    "client_address",
+    "credential_fields",
+    "route_path",
+]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
 #: Fields read when present, most handshakes carrying none of them: Sec-Fetch-Site, and the
@@ -503,3 +511,46 @@ def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
             return value.decode("latin-1").strip(_OWS)
         return _as_bytes(value).decode("latin-1").strip(_OWS)
     return ", ".join(_decoded(_values(headers, where)))
+
+
+# -- credentials: read only for a policy that authenticates (``identity.AuthRequest``)
+
+_COOKIE, _AUTHORIZATION = b"cookie", b"authorization"
+
+
+class CredentialFields(NamedTuple):
+    """The parts of a handshake that can carry a credential, as text (latin-1)."""
+
+    #: Every Cookie line (RFC 9113 8.2.3: HTTP/2 may split the field into several).
+    cookies: tuple[str, ...] = ()
+    #: Every Authorization line (more than one is ambiguous, and never used).
+    authorizations: tuple[str, ...] = ()
+    #: The raw query string, still percent-encoded.
+    query: str = ""
+
+
+def credential_fields(scope: Mapping[str, Any]) -> CredentialFields:
+    """Read the Cookie and Authorization lines and the query string of a websocket scope.
+
+    Only handshakes whose policy authenticates pay for this pass; like ``from_scope`` it
+    tolerates any bytes and never raises.
+    """
+    cookies: list[str] = []
+    authorizations: list[str] = []
+    headers = scope.get("headers") or ()
+    for item in headers if type(headers) in (list, tuple) else list(headers):
+        name = _name(item)
+        if type(name) is not bytes:
+            continue
+        if name != _COOKIE and name != _AUTHORIZATION:
+            name = name.lower()
+            if name != _COOKIE and name != _AUTHORIZATION:
+                continue
+        text = _as_bytes(_value(item)).decode("latin-1").strip(_OWS)
+        (cookies if name == _COOKIE else authorizations).append(text)
+    query = scope.get("query_string")
+    return CredentialFields(
+        tuple(cookies),
+        tuple(authorizations),
+        _as_bytes(query).decode("latin-1") if query else "",
+    )

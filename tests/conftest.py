@@ -7,7 +7,7 @@ import pytest
 from tests.support import Server, start_server, uvicorn_argv
 
 #: The ``redis`` fixture (a real redis-server, then valkey-server) is shared from there.
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "asgi_ws_handshake.testing"]
 
 UVICORN_WS = ["websockets-sansio", "websockets", "wsproto"]
 

@@ -31,8 +31,8 @@ from tests.support import GOOD_ACCEPT, new_key
 EXPECTED_FIELDS = {
     "id", "time", "duration", "client", "path", "route", "host", "origin", "subprotocols",
     "subprotocol", "version", "key", "key_valid", "expected_accept", "key_reused", "outcome",
-    "reason", "status", "denial", "detail", "store_error", "would_reject", "fetch_site",
-    "public_host", "public_scheme",
+    "reason", "status", "denial", "detail", "store_error", "subject", "credential",
+    "would_reject", "fetch_site", "public_host", "public_scheme",
 }  # fmt: skip
 
 

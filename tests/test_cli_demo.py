@@ -120,3 +120,45 @@ def test_demo_page_in_chromium(demo: tuple[str, str]) -> None:
             ).to_have_count(1)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_demo_room_signs_in_refuses_an_expired_ticket_and_closes_at_expiry(
+    demo: tuple[str, str],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    main_url, _ = demo
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(main_url)
+            status = page.locator("#room-status")
+            # An expired ticket is refused, and the table says why.
+            page.fill("#name", "zoe")
+            page.click("#expired-ticket")
+            expect(status).to_have_attribute("data-state", "refused")
+            expect(page.locator('tr[data-path="/room"][data-reason="auth_expired"]')).to_have_count(
+                1
+            )
+            # Sign in with a short session: the room opens with the identity...
+            page.check("#short")
+            page.click("#open-room")
+            expect(status).to_have_attribute("data-state", "connected")
+            expect(status).to_contain_text("in the room as zoe")
+            accepted = page.locator(
+                'tr[data-path="/room"][data-subject="zoe"][data-outcome="accepted"]'
+            )
+            expect(accepted).to_have_count(1)
+            # ... and the guard closes it when the session expires, live in the table.
+            expect(status).to_have_attribute("data-state", "closed", timeout=15_000)
+            expect(status).to_have_attribute("data-code", "1008")
+            closed = page.locator(
+                'tr[data-path="/room"][data-subject="zoe"][data-outcome="closed_by_guard"]'
+            )
+            expect(closed).to_have_count(1)
+            expect(closed).to_have_attribute("data-reason", "credential expired")
+        finally:
+            browser.close()

@@ -136,3 +136,18 @@ def test_starlette_endpoint_choosing_unoffered_subprotocol() -> None:
         pass
     assert (denied.value.status_code, denied.value.text) == (500, "app_subprotocol_not_offered\n")
     assert [e.reason for e in sink.events] == ["app_subprotocol_not_offered"]
+
+
+def test_the_fastapi_auth_example() -> None:
+    from asgi_ws_handshake.testing import HandshakeTestClient
+    from examples.fastapi_auth import app as auth_app
+
+    client = HandshakeTestClient(auth_app, origin="http://localhost:3000")
+    ticket = client.client.get("/ws-ticket", headers={"x-user": "alice"}).json()["ticket"]
+    with client.connect("/ws", query={"ticket": ticket}) as ws:
+        assert ws.receive_json()["hello"] == "alice"
+        ws.send_text("echo")
+        assert ws.receive_text() == "echo"
+    client.refused("/ws", status=401, reason="auth_replayed", query={"ticket": ticket})
+    client.refused("/ws", status=401, reason="auth_missing")
+    assert client.client.get("/ws-ticket").status_code == 401

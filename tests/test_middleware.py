@@ -739,5 +739,9 @@ def test_a_connection_sets_every_slot_of_its_record() -> None:
     conn = _Connection(middleware, ws_scope(), Script().receive, Script().send)
     slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
     assert len(slots) > 15
+    # Except ``auth``: set only by the authenticate step, so that routes without it pay
+    # nothing for it (HandshakeInfo.__init__ says so; read through ``authenticated``).
+    assert conn.authenticated is None
     for name in slots:
-        getattr(conn, name)  # AttributeError if it was never set
+        if name != "auth":
+            getattr(conn, name)  # AttributeError if it was never set

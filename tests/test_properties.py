@@ -432,3 +432,79 @@ def test_the_negotiated_subprotocol_is_one_the_client_offered(
             assert decision.subprotocol in policy.subprotocols
     if isinstance(decision, Accept) and policy.require_subprotocol:
         assert decision.subprotocol is not None
+
+
+# --- through the middleware: exactly one event, and it tells the truth ---------------------------
+
+APP_ANSWERS = ["accept", "accept-unoffered", "close", "deny", "return", "raise", "send-first"]
+
+
+def _app(answer: str) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if answer == "accept":
+            await send({"type": "websocket.accept"})
+        elif answer == "accept-unoffered":
+            await send({"type": "websocket.accept", "subprotocol": "never-offered"})
+        elif answer == "close":
+            await send({"type": "websocket.close", "code": 1000})
+        elif answer == "deny":
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b""})
+        elif answer == "raise":
+            raise LookupError("the app's own bug")
+        elif answer == "send-first":
+            await send({"type": "websocket.send", "text": "too early"})
+
+    return app
+
+
+@FAST
+@given(
+    scope=scopes(),
+    policy=policies,
+    answer=st.sampled_from(APP_ANSWERS),
+    gone=st.sampled_from(["never", "before-connect", "on-send"]),
+)
+def test_every_handshake_leaves_exactly_one_event_that_tells_what_the_client_got(
+    scope: dict[str, Any], policy: HandshakePolicy, answer: str, gone: str
+) -> None:
+    import asyncio
+    import contextlib
+
+    from asgi_ws_handshake import HandshakeMiddleware, MemorySink
+
+    sent: list[Any] = []
+    first = "websocket.disconnect" if gone == "before-connect" else "websocket.connect"
+    incoming = [{"type": first}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect"}
+
+    async def send(message: Any) -> None:
+        if gone == "on-send":
+            raise OSError("the client is gone")
+        sent.append(message)
+
+    sink = MemorySink()
+    middleware = HandshakeMiddleware(_app(answer), policy=policy, audit=sink)
+
+    async def connection() -> None:
+        # The app's own errors (and a failing server send) are the server's business.
+        with contextlib.suppress(LookupError, RuntimeError, OSError):
+            await middleware(dict(scope), receive, send)
+
+    asyncio.run(connection())
+    (event,) = sink.events  # exactly one, whatever happened
+    answered = sent[0] if sent else None
+    if answered is None:
+        assert event.status is None  # the client got nothing
+    elif answered["type"] == "websocket.accept":
+        assert event.status == 101
+    elif answered["type"] == "websocket.close":
+        assert event.status == 403  # servers send a close before accept as 403
+    else:
+        assert answered["type"] == "websocket.http.response.start"
+        assert event.status == answered["status"]
+    assert event.id
+    event.to_dict()  # every derived field reads without error

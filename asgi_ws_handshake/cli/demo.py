@@ -1,4 +1,5 @@
-"""The live demo: a Starlette chat behind the middleware, a foreign site, a live audit table.
+"""The live demo: a Starlette chat behind the middleware, a foreign site, a live audit table,
+and a room that asks who is connecting (sign in, a one-time ticket, closed at expiry).
 
 Owns the demo apps, their page and running both servers in one event loop. Needs the
 ``demo`` extra (starlette, uvicorn); the CLI imports this module only for ``demo``.
@@ -11,9 +12,11 @@ import collections
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from importlib import resources
@@ -22,11 +25,12 @@ from typing import Any, TextIO
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audit import AuditEvent
+from ..audit import AuditEvent, CloseEvent
+from ..authenticators import Tickets
 from ..logs import quiet_uvicorn_denials
 from ..middleware import HandshakeMiddleware, get_handshake
 from ..policy import HandshakePolicy
@@ -37,6 +41,11 @@ __all__ = ["SUBPROTOCOL", "AuditFeed", "build_apps", "run_demo"]
 
 SUBPROTOCOL = "chat.v1"
 _MAX_TEXT = 500
+#: Seconds a demo session lasts; a "short" one shows the guard closing the socket at expiry.
+LONG_SESSION = 600.0
+SHORT_SESSION = 5.0
+_COOKIE = "demo_session"
+_MAX_SESSIONS = 1000
 
 
 def _page() -> str:
@@ -53,16 +62,39 @@ class AuditFeed:
         self._queue_size = queue_size
 
     def __call__(self, event: AuditEvent) -> None:
-        row = {
-            "id": event.id,
-            "time": datetime.fromtimestamp(event.time).strftime("%H:%M:%S"),
-            "path": event.path,
-            "origin": event.origin,
-            "subprotocol": event.subprotocol,
-            "outcome": str(event.outcome),
-            "reason": event.reason,
-            "status": event.status,
-        }
+        self._add(
+            {
+                "id": event.id,
+                "time": datetime.fromtimestamp(event.time).strftime("%H:%M:%S"),
+                "path": event.path,
+                "origin": event.origin,
+                "subject": event.subject,
+                "subprotocol": event.subprotocol,
+                "outcome": str(event.outcome),
+                "reason": event.reason,
+                "status": event.status,
+            }
+        )
+
+    def closed(self, event: CloseEvent) -> None:
+        """How an accepted connection ended (the second kind of event): a row of its own."""
+        handshake = event.handshake
+        origins = handshake.request.origins
+        self._add(
+            {
+                "id": event.id,
+                "time": datetime.fromtimestamp(event.time).strftime("%H:%M:%S"),
+                "path": handshake.request.path,
+                "origin": origins[0] if origins else None,
+                "subject": handshake.subject,
+                "subprotocol": handshake.subprotocol,
+                "outcome": f"closed_by_{event.closed_by}",
+                "reason": event.reason,
+                "status": event.code,
+            }
+        )
+
+    def _add(self, row: dict[str, Any]) -> None:
         self._history.append(row)
         for queue in self._queues:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled page misses rows
@@ -112,6 +144,7 @@ async def _chat(websocket: WebSocket) -> None:
                 "subprotocol": info.subprotocol if info else None,
                 "origin": info.origin if info else None,
                 "audit_id": info.audit_id if info else None,
+                "subject": info.subject if info else None,
             }
         )
     )
@@ -129,6 +162,48 @@ async def _chat(websocket: WebSocket) -> None:
         pass
     finally:
         room.discard(websocket)
+
+
+class _Sessions:
+    """The demo's sign-in: a session cookie, and tickets for the authenticated room.
+
+    A real app has its own login; what matters here is the flow: the page signs in over
+    HTTP, asks the ticket endpoint (same origin, with its cookie) for a one-time ticket, and
+    opens the socket with it. The socket is closed when the session expires.
+    """
+
+    def __init__(self, tickets: Tickets) -> None:
+        self.tickets = tickets
+        self._sessions: dict[str, tuple[str, float]] = {}
+
+    async def login(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not 0 < len(name) <= 32 or not name.isprintable():
+            return JSONResponse({"error": "a name of 1 to 32 printable characters"}, 400)
+        seconds = SHORT_SESSION if body.get("short") else LONG_SESSION
+        if len(self._sessions) >= _MAX_SESSIONS:
+            self._sessions.clear()  # a demo: bounded, not durable
+        sid = secrets.token_urlsafe(24)
+        expires = time.time() + seconds
+        self._sessions[sid] = (name, expires)
+        response = JSONResponse({"name": name, "expires_in": seconds})
+        response.set_cookie(
+            _COOKIE, sid, max_age=int(seconds), httponly=True, samesite="strict", path="/"
+        )
+        return response
+
+    async def ticket(self, request: Request) -> JSONResponse:
+        session = self._sessions.get(request.cookies.get(_COOKIE, ""))
+        if session is None or session[1] <= time.time():
+            return JSONResponse({"error": "sign in first"}, 401)
+        name, expires = session
+        # ?expired=1: a ticket whose 30 seconds are already over, to show the refusal.
+        ttl = -1.0 if request.query_params.get("expired") else None
+        return JSONResponse({"ticket": self.tickets.issue(name, expires_at=expires, ttl=ttl)})
 
 
 def _page_route(role: str, chat_url: str) -> Route:
@@ -152,10 +227,15 @@ def build_apps(feed: AuditFeed, main_ws_url: str) -> tuple[HandshakeMiddleware, 
         feed: the audit sink both pages read their table from.
         main_ws_url: the chat endpoint's ``ws://`` URL, as the foreign page must call it.
     """
+    tickets = Tickets(secrets.token_bytes(32))
+    sessions = _Sessions(tickets)
     chat = Starlette(
         routes=[
             _page_route("protected", ""),
+            Route("/login", sessions.login, methods=["POST"]),
+            Route("/ticket", sessions.ticket),
             WebSocketRoute("/chat", _chat),
+            WebSocketRoute("/room", _chat),
             WebSocketRoute("/events", _events),
         ]
     )
@@ -163,7 +243,11 @@ def build_apps(feed: AuditFeed, main_ws_url: str) -> tuple[HandshakeMiddleware, 
     chat.state.room = set()
     # Same-origin (no allow_origins): only pages served by this server may open the chat.
     policy = HandshakePolicy(subprotocols=[SUBPROTOCOL], key_reuse="reject")
-    protected = HandshakeMiddleware(chat, policy=policy, audit=[feed, LoggingSink()])
+    # The room also asks who: a one-time ticket, and the socket ends with the session.
+    room = HandshakePolicy(subprotocols=[SUBPROTOCOL], key_reuse="reject", authenticate=tickets)
+    protected = HandshakeMiddleware(
+        chat, policy=policy, routes={"/room": room}, audit=[feed, LoggingSink()]
+    )
     # The foreign site: another origin serving the same page. Its own /events socket carries
     # the protected server's audit table (same process, same feed) so the refusal is visible.
     foreign = Starlette(

@@ -59,3 +59,12 @@ class HandshakeStore(Protocol):
     def release(self, lease: str) -> Awaitable[None] | None:
         """Give back a lease taken by ``acquire`` (unknown leases are ignored)."""
         ...
+
+    def redeem(self, ticket: str, ttl: float) -> bool | Awaitable[bool]:
+        """Use the one-time ``ticket`` (an id) up, remembering it for ``ttl`` seconds.
+
+        Returns:
+            True for the first use, False when it was used before (a replay), across every
+            process sharing the store.
+        """
+        ...

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
+from .errors import StoreError
 from .rates import RateLimiter, require_limits
 
 __all__ = ["MemoryStore"]
@@ -45,6 +46,7 @@ class MemoryStore:
         self._rates: RateLimiter | None = None  # built on the first rate-limited handshake
         self._counts: dict[str, int] = {}  # lease name -> live leases
         self._leases: dict[str, tuple[str, ...]] = {}  # lease -> the names it counts under
+        self._tickets: dict[str, float] = {}  # redeemed one-time ticket -> expiry
 
     def __len__(self) -> int:
         return len(self._current) + len(self._old)
@@ -100,6 +102,26 @@ class MemoryStore:
                 counts[name] = left
             else:
                 del counts[name]
+
+    def redeem(self, ticket: str, ttl: float) -> bool:
+        """Use ``ticket`` up; True the first time (answers at once).
+
+        Kept apart from the handshake keys, so a flood of handshakes cannot evict a redeemed
+        ticket before it expires. Bounded by ``max_keys``: when that many unexpired tickets
+        are held, redemption fails (``StoreError``) rather than forget one.
+        """
+        now = self._clock()
+        tickets = self._tickets
+        expiry = tickets.get(ticket)
+        if expiry is not None and expiry > now:
+            return False
+        if len(tickets) >= self.max_keys:
+            for name in [name for name, until in tickets.items() if until <= now]:
+                del tickets[name]
+            if len(tickets) >= self.max_keys:
+                raise StoreError(f"redeem: {len(tickets)} unexpired tickets held (max_keys)")
+        tickets[ticket] = now + ttl
+        return True
 
     def connections(self, name: str) -> int:
         """The live leases counted under ``name`` (for tests and metrics)."""

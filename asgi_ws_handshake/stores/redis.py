@@ -137,6 +137,17 @@ class RedisStore:
         args = [next(self._tokens), max(1, int(ttl * 1000))]
         return bool(await self._call("remember_key", lambda: self._remember(keys, args)))
 
+    async def redeem(self, ticket: str, ttl: float) -> bool:
+        """Use a one-time ticket up: True for its first use in the whole fleet.
+
+        ``SET NX PX`` semantics through the ``REMEMBER`` script, whose token keeps a retried
+        call (a dead pooled connection) from reading its own write as a replay. One key,
+        hash-tagged with the ticket: a slot of its own on a cluster.
+        """
+        keys = [f"{self.prefix}ticket:{{{ticket}}}"]
+        args = [next(self._tokens), max(1, int(ttl * 1000))]
+        return not await self._call("redeem", lambda: self._remember(keys, args))
+
     async def hit(self, name: str, limit: int, window: int) -> int:
         # A retried hit may count twice when its first attempt ran and only the reply was
         # lost: rates err towards refusing, never towards letting more through.
