@@ -352,6 +352,31 @@ class AuditEvent(NamedTuple):
         return self.handshake.store_error
 
     @property
+    def would_reject(self) -> str | None:
+        """On a report-only route: the reason the handshake would have been refused."""
+        decision = self.handshake.decision
+        spared = decision.would_reject if type(decision) is Accept else None
+        return None if spared is None else str(spared.reason)
+
+    @property
+    def fetch_site(self) -> str | None:
+        """``Sec-Fetch-Site`` as sent (capped)."""
+        fetch_site = self.handshake.request.fetch_site
+        return None if fetch_site is None else _cap((fetch_site,))
+
+    @property
+    def public_host(self) -> str | None:
+        """The host a trusted proxy forwarded (judged in place of Host), or None."""
+        site = self.handshake.request.site
+        return None if site is None or site.host is None else _cap((site.host,))
+
+    @property
+    def public_scheme(self) -> str | None:
+        """The public scheme the same-origin rule compared ("https" under wss), or None."""
+        site = self.handshake.request.site
+        return None if site is None or site.scheme is None else _cap((site.scheme,))
+
+    @property
     def subject(self) -> str | None:
         """Who connected (the identity's subject), never the credential."""
         return self.handshake.subject
@@ -387,6 +412,10 @@ class AuditEvent(NamedTuple):
             "denial": self.denial,
             "detail": self.detail,
             "store_error": self.store_error,
+            "would_reject": self.would_reject,
+            "fetch_site": self.fetch_site,
+            "public_host": self.public_host,
+            "public_scheme": self.public_scheme,
             "subject": self.subject,
             "credential": self.credential,
         }

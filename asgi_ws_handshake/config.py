@@ -38,7 +38,9 @@ from typing import Any
 
 from .audit import DEFAULT_REDACT, AuditSink
 from .middleware import ASGIApp, HandshakeMiddleware
+from .options import MIDDLEWARE, POLICY
 from .policy import HandshakePolicy
+from .proxies import Deployment
 from .sinks import JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
 from .stores import HandshakeStore, MemoryStore
 from .stores.redis_connect import parse_store_url
@@ -73,34 +75,8 @@ class PolicyFileError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-# option -> (kind, allows None). Kinds: "str", "bool", "float", "strs", "choice:a|b", "callable".
-POLICY_OPTIONS: dict[str, tuple[str, bool]] = {
-    "allow_origins": ("strs", False),
-    "allow_origin_regex": ("str", True),
-    "allow_any_origin": ("bool", False),
-    "allow_missing_origin": ("bool", False),
-    "allow_null_origin": ("bool", False),
-    "allow_hosts": ("strs", True),
-    "subprotocols": ("strs", False),
-    "require_subprotocol": ("bool", False),
-    "subprotocol_preference": ("choice:server|client", False),
-    "select_subprotocol": ("callable", True),
-    "key_reuse": ("choice:ignore|flag|reject", False),
-    "key_reuse_ttl": ("float", False),
-    "rate_limit": ("str", True),
-    "rate_limit_total": ("str", True),
-    "max_connections": ("int", True),
-    "max_connections_per_client": ("int", True),
-    "connections_retry_after": ("int", False),
-    "on_store_error": ("choice:open|closed", False),
-    "authenticate": ("callable", True),
-    "authenticate_timeout": ("float", False),
-    "allow_anonymous": ("bool", False),
-    "limit_key": ("choice:client|subject", False),  # a key function: in code only
-    "max_connection_age": ("float", True),
-    "close_on_expiry": ("bool", False),
-    "expiry_close_code": ("int", False),
-}
+# option -> (kind, allows None), from the one description of every option (``options``).
+POLICY_OPTIONS: dict[str, tuple[str, bool]] = {o.name: (o.kind, o.nullable) for o in POLICY}
 # Options whose checks in HandshakePolicy do not depend on other options: tried one at a time
 # so that an error names the key that caused it.
 _ALONE = (
@@ -120,9 +96,7 @@ _ALONE = (
 )
 _FILE_TABLES = ("routes", "audit", "store", "middleware")
 _MIDDLEWARE_OPTIONS: dict[str, tuple[str, bool]] = {
-    "audit_fail_closed": ("bool", False),
-    "audit_timeout": ("float", False),
-    "redact_subprotocols": ("strs", False),
+    o.name: (o.kind, o.nullable) for o in MIDDLEWARE if o.kind != "python"
 }
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SINK_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
@@ -247,12 +221,22 @@ def parse_policy(
         if key in kwargs:
             try:
                 HandshakePolicy(**{key: kwargs[key]})
-            except (TypeError, ValueError) as exc:
-                raise PolicyFileError(source, prefix + key, str(exc)) from None
+            except (TypeError, ValueError, ImportError) as exc:
+                # ImportError: an option that needs an extra (rate_limit: limits).
+                raise PolicyFileError(source, prefix + key, _toml_spelling(exc)) from None
     try:
         return HandshakePolicy(**kwargs)
     except (TypeError, ValueError) as exc:  # a combination, e.g. allow_any_origin + origins
-        raise PolicyFileError(source, prefix.rstrip(".") or "(top level)", str(exc)) from None
+        where = prefix.rstrip(".") or "(top level)"
+        raise PolicyFileError(source, where, _toml_spelling(exc)) from None
+
+
+_PYTHON_BOOL = re.compile(r"\b(\w+)=(True|False)\b")
+
+
+def _toml_spelling(exc: Exception) -> str:
+    """A policy's error message as a policy file spells it (``name = true``, not ``=True``)."""
+    return _PYTHON_BOOL.sub(lambda m: f"{m.group(1)} = {m.group(2).lower()}", str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +346,9 @@ class PolicyFile:
                 "audit_fail_closed": False,
                 "audit_timeout": 2.0,
                 "redact_subprotocols": _default_redact(),
+                "trusted_proxies": [],
+                "public_origins": [],
+                "proxy_headers": "x-forwarded",
                 **{k: _plain(v) for k, v in self.middleware_options.items()},
             },
         }
@@ -510,6 +497,12 @@ def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> 
     timeout = middleware_options.get("audit_timeout")
     if timeout is not None and timeout <= 0:
         raise PolicyFileError(source, "middleware.audit_timeout", f"must be > 0, got {timeout}")
+    for name in ("trusted_proxies", "public_origins", "proxy_headers"):
+        if name in middleware_options:
+            try:
+                Deployment(**{name: middleware_options[name]})
+            except ValueError as exc:
+                raise PolicyFileError(source, f"middleware.{name}", str(exc)) from None
     return PolicyFile(source, policy, routes, audit, store, middleware_options)
 
 

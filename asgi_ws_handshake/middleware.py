@@ -34,7 +34,9 @@ from .audit import (
 from .checks import KeyBacklog, StoreChecks
 from .decision import Accept, Reason, Reject, refusal
 from .delivery import Auditor
+from .logs import note_denial
 from .policy import HandshakePolicy
+from .proxies import Deployment, ProxyHeaders
 from .request import HandshakeRequest, route_path
 from .session import open_session
 from .sinks import LoggingSink
@@ -113,6 +115,9 @@ class HandshakeMiddleware:
         redact_subprotocols: globs of subprotocols to redact in audit events.
         clock: wall clock for event times.
         drain_timeout: seconds the sinks get to finish at lifespan shutdown.
+        trusted_proxies, public_origins, proxy_headers: behind reverse proxies (see
+            ``proxies.Deployment``): the peers whose ``X-Forwarded-*`` (or ``Forwarded``)
+            headers give the public host, scheme and client; or the site's origins.
     """
 
     def __init__(
@@ -128,8 +133,13 @@ class HandshakeMiddleware:
         redact_subprotocols: Iterable[str] = DEFAULT_REDACT,
         clock: Callable[[], float] = time.time,
         drain_timeout: float = 5.0,
+        trusted_proxies: Iterable[str] = (),
+        public_origins: Iterable[str] = (),
+        proxy_headers: ProxyHeaders = "x-forwarded",
     ) -> None:
         self.app = app
+        deployment = Deployment(trusted_proxies, public_origins, proxy_headers)  # (None: unread)
+        self.deployment = deployment if deployment.proxied or deployment.public_origins else None
         self.policy = policy if policy is not None else HandshakePolicy()
         self.routes: tuple[tuple[re.Pattern[str], str, HandshakePolicy], ...] = tuple(
             (re.compile(fnmatch.translate(pattern)), pattern, route_policy)
@@ -194,8 +204,11 @@ class HandshakeMiddleware:
                     scope, app = open_session(conn, policy, scope, app)
             conn.decision = decision
             if type(decision) is Reject:
-                await conn.deny(decision, Outcome.REJECTED)
-                return
+                if policy.enforce:
+                    await conn.deny(decision, Outcome.REJECTED)
+                    return
+                # Report-only: audited as accepted, would_reject naming the refusal.
+                decision = conn.decision = policy.report_only(request, decision)
             conn.connect = message
             state = scope.get("state")
             if type(state) is dict:
@@ -283,7 +296,7 @@ class _Connection(StoreChecks):
     def __init__(self, mw: HandshakeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         # HandshakeInfo's fields, set here rather than through its __init__ (a call fewer on
         # every handshake; tests/test_middleware.py checks that every slot is set).
-        self.request = HandshakeRequest.from_scope(scope)
+        self.request = HandshakeRequest.from_scope(scope, mw.deployment)
         self.route = "default"
         self.redact = mw.redact
         self._serial = _next_serial()
@@ -481,6 +494,8 @@ class _Connection(StoreChecks):
                 await self.send_(start)
                 await self.send_(body)
                 status, denial = reject.status, "http_response"
+                if outcome is Outcome.REJECTED:
+                    note_denial()  # (for the uvicorn log filter, logs.quiet_uvicorn_denials)
             else:
                 # No extension (daphne): a close before accept, which servers send as 403.
                 await self.send_({"type": "websocket.close", "code": 1008})

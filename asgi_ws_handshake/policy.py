@@ -122,6 +122,12 @@ class HandshakePolicy:
         max_connection_age: seconds after which the guard closes an accepted connection.
         close_on_expiry: close the connection when the identity's ``expires_at`` passes.
         expiry_close_code: the close code for both: 1008 (policy violation) or 4000-4999.
+        allow_cross_site: accept handshakes a browser marks ``Sec-Fetch-Site: cross-site``
+            although no allowance vouches for their Origin (none sent, or only the same-origin
+            rule). Off by default: such a handshake comes from another site's page, its Origin
+            stripped on the way (403 ``fetch_site_cross_site``).
+        enforce: ``False`` makes the route report-only: a handshake the policy (or a store
+            check) would refuse is let through, its audit event marked ``would_reject``.
 
     Raises:
         ValueError: at construction, naming the option and the bad value.
@@ -153,6 +159,8 @@ class HandshakePolicy:
     max_connection_age: float | None = None
     close_on_expiry: bool = True
     expiry_close_code: int = 1008
+    allow_cross_site: bool = False
+    enforce: bool = True
 
     _client_rate: Rate | None = field(init=False, repr=False, compare=False)
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
@@ -164,6 +172,7 @@ class HandshakePolicy:
     _token: int = field(init=False, repr=False, compare=False)
     _stateful: bool = field(init=False, repr=False, compare=False)
     _sessions: bool = field(init=False, repr=False, compare=False)
+    _cross_site_check: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -227,6 +236,7 @@ class HandshakePolicy:
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
         set_(self, "_token", next(_TOKENS))  # names this policy in RawValues.memo
+        set_(self, "_cross_site_check", not (self.allow_cross_site or self.allow_any_origin))
         checks = (
             ("client_rate", self._client_rate is not None),
             ("total_rate", self._total_rate is not None),
@@ -328,11 +338,39 @@ class HandshakePolicy:
                 memo[self._token] = verdict
         else:
             verdict = self._judge(
-                RawValues(request.hosts, request.origins, request.versions, request.subprotocols)
+                RawValues(
+                    request.hosts,
+                    request.origins,
+                    request.versions,
+                    request.subprotocols,
+                    site=None if raw is None else raw.site,
+                    fetch_site=None if raw is None else raw.fetch_site,
+                )
             )
         if self.select_subprotocol is None or type(verdict) is not Accept:
             return verdict
         return self._select(request, verdict)
+
+    def report_only(self, request: HandshakeRequest, reject: Reject) -> Accept:
+        """What a report-only route (``enforce=False``) lets through in place of ``reject``.
+
+        The subprotocol is negotiated as if the refused check had passed (none when the offer
+        is malformed); the ``Accept`` carries ``reject`` as ``would_reject`` for the audit.
+        """
+        offered = request.subprotocols
+        chosen: str | None = None
+        if offered and find_malformed(offered) is None:
+            if self.select_subprotocol is not None:
+                try:
+                    chosen = self.select_subprotocol(request, offered)
+                except Exception:
+                    chosen = None
+                chosen = chosen if chosen in offered else None
+            else:
+                chosen = select_subprotocol(
+                    offered, self.subprotocols, prefer=self.subprotocol_preference
+                )
+        return Accept(chosen, reject.origin, reject)
 
     def _select(self, request: HandshakeRequest, verdict: Accept) -> Decision:
         """The choice of a ``select_subprotocol`` callable (which may read anything)."""
@@ -356,12 +394,17 @@ class HandshakePolicy:
     def _judge(self, raw: RawValues) -> Decision:
         """The Host, Origin and subprotocol rules: a pure function of ``raw`` and the policy."""
         # RFC 9110 7.2: one Host. Needed for the same-origin rule and the Host allowlist.
+        # Behind a trusted proxy, the host the client asked for is the one it forwarded
+        # (RFC 7239 5.3); with public_origins the same-origin rule needs no host at all.
         host: tuple[str, int | None] | None = None
         same_origin = self._same_origin
-        if same_origin or self.allow_hosts is not None:
-            if len(raw.hosts) != 1:
+        site = raw.site
+        hosts = raw.hosts if site is None or site.host is None else (site.host,)
+        public = None if site is None else site.origins
+        if (same_origin and public is None) or self.allow_hosts is not None:
+            if len(hosts) != 1:
                 return Reject.because(Reason.HOST_MALFORMED, "exactly one Host header is required")
-            host = parse_host(raw.hosts[0])
+            host = parse_host(hosts[0])
             if host is None:
                 return Reject.because(Reason.HOST_MALFORMED, "Host is not host[:port]")
             if self.allow_hosts is not None and not self._host_allowed(host[0]):
@@ -392,9 +435,25 @@ class HandshakePolicy:
                     return Reject.because(
                         Reason.ORIGIN_NOT_ALLOWED, "Origin is not allowed", origin=origin_value
                     )
+            elif public is not None:
+                if origin.serialized not in public:
+                    return Reject.because(
+                        Reason.ORIGIN_NOT_ALLOWED,
+                        "Origin is not one of public_origins",
+                        origin=origin_value,
+                    )
             else:
                 assert host is not None  # checked above whenever same_origin
                 host_name, host_port = host
+                # The scheme too, when the public one is known (wss, a trusted proxy's proto):
+                # else an http:// page of the same host would pass for an https:// site's.
+                scheme = None if site is None else site.scheme
+                if scheme is not None and origin.scheme != scheme:
+                    return Reject.because(
+                        Reason.ORIGIN_NOT_ALLOWED,
+                        f"Origin's scheme is not the site's ({scheme})",
+                        origin=origin_value,
+                    )
                 if not (
                     origin.scheme in _WEB_SCHEMES
                     and origin.host == host_name
@@ -406,6 +465,22 @@ class HandshakePolicy:
                         "Origin is not the same origin as Host",
                         origin=origin_value,
                     )
+
+        # Fetch Metadata (W3C, Sec-Fetch-Site 2.1): a browser says the page is another site's.
+        # Refused unless an allowance vouches for the Origin (as Go's CrossOriginProtection),
+        # so a cross-site page whose Origin a proxy stripped is still refused.
+        fetch_site = raw.fetch_site
+        if (
+            fetch_site is not None
+            and self._cross_site_check
+            and _cross_site(fetch_site)
+            and (origin_value is None or (same_origin and origin_value != "null"))
+        ):
+            return Reject.because(
+                Reason.FETCH_SITE_CROSS_SITE,
+                "Sec-Fetch-Site is cross-site and no allowed Origin vouches for it",
+                origin=origin_value,
+            )
 
         # RFC 6455 4.1 item 10 / 4.2.2 item 5.4: offered tokens, unique; pick one of them.
         offered = raw.subprotocols
@@ -421,3 +496,10 @@ class HandshakePolicy:
                 Reason.SUBPROTOCOL_REQUIRED, "no supported subprotocol offered", origin=origin_value
             )
         return Accept(chosen, origin_value)
+
+
+def _cross_site(fetch_site: str) -> bool:
+    """Whether a ``Sec-Fetch-Site`` value (lines comma-joined) says ``cross-site``."""
+    if "," in fetch_site:
+        return "cross-site" in [item.strip(" \t") for item in fetch_site.split(",")]
+    return fetch_site == "cross-site"

@@ -20,18 +20,27 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .proxies import WSS_SITE, Site
+
+if TYPE_CHECKING:
+    from .proxies import Deployment
 
 __all__ = [
     "CredentialFields",
     "HandshakeRequest",
     "RawValues",
+    "Site",
     "client_address",
     "credential_fields",
     "route_path",
 ]
 
 _ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
+#: Fields read when present, most handshakes carrying none of them: Sec-Fetch-Site, and the
+#: headers a proxy adds (judged only from peers in ``trusted_proxies``, see ``proxies``).
+_FETCH_SITE, _FORWARDED, _XFF, _XF_HOST, _XF_PROTO = range(5, 10)
 _OTHER = -1
 #: Header names -> the field they are, or _OTHER. The common lowercase names of a browser's
 #: handshake are listed as _OTHER so that only unknown names need the lowercase check.
@@ -41,6 +50,11 @@ _FIELDS = {
     b"sec-websocket-version": _VERSION,
     b"sec-websocket-key": _KEY,
     b"sec-websocket-protocol": _PROTOCOL,
+    b"sec-fetch-site": _FETCH_SITE,
+    b"forwarded": _FORWARDED,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-host": _XF_HOST,
+    b"x-forwarded-proto": _XF_PROTO,
     **dict.fromkeys(
         [
             b"accept",
@@ -50,17 +64,12 @@ _FIELDS = {
             b"cache-control",
             b"connection",
             b"cookie",
-            b"forwarded",
             b"pragma",
             b"sec-fetch-dest",
             b"sec-fetch-mode",
-            b"sec-fetch-site",
             b"sec-websocket-extensions",
             b"upgrade",
             b"user-agent",
-            b"x-forwarded-for",
-            b"x-forwarded-host",
-            b"x-forwarded-proto",
             b"x-real-ip",
         ],
         _OTHER,
@@ -71,6 +80,8 @@ _OWS = " \t"
 #: What a header value that is neither bytes nor str reads as: present, and malformed for
 #: every field (no parser accepts a NUL), so a broken server fails closed.
 _UNREADABLE = b"\x00"
+#: The raw-value cache's key for a ``wss`` scope with nothing optional (``WSS_SITE``).
+_WSS = "wss"
 #: The cache's bounds: entries, and bytes of raw values (each entry's values at most _LONG).
 _ENTRIES = 1024
 _LONG = 1024
@@ -145,12 +156,34 @@ class RawValues(NamedTuple):
     #: Verdicts of pure functions of these values (see the module docstring); None when the
     #: entry is not cached, so nothing is remembered about it either.
     memo: dict[object, Any] | None = None
+    #: Where the site is served from, when known beyond Host (part of the cache key).
+    site: Site | None = None
+    #: The ``Sec-Fetch-Site`` value (Fetch Metadata), repeated lines comma-joined; None when
+    #: absent (non-browser clients, older browsers).
+    fetch_site: str | None = None
 
     @classmethod
     def decode(
-        cls, origin: object, host: object, version: object, protocol: object, listed: object
+        cls,
+        origin: object,
+        host: object,
+        version: object,
+        protocol: object,
+        listed: object,
+        optional: object = None,
     ) -> RawValues:
-        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line."""
+        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line;
+        ``optional`` is None, ``"wss"`` (for ``WSS_SITE``: a cheaper cache key), or a
+        ``(site, raw Sec-Fetch-Site)`` pair."""
+        site: Site | None = None
+        fetch_site = None
+        if optional == _WSS:
+            site = WSS_SITE
+        elif optional is not None:
+            pair: tuple[Site | None, object] = optional  # type: ignore[assignment]
+            site, fetch_raw = pair
+            if fetch_raw is not None:
+                fetch_site = ", ".join(_decoded(fetch_raw))
         if listed is not None:
             # uvicorn's wsproto backend removes the header and leaves only the scope's list.
             offered = tuple([item for item in listed if type(item) is str and item])  # type: ignore[attr-defined]
@@ -158,7 +191,13 @@ class RawValues(NamedTuple):
             # RFC 9110 5.6.1.2: empty list items are ignored.
             offered = tuple([item for item in _items(_decoded(protocol)) if item])
         return cls(
-            tuple(_decoded(host)), _items(_decoded(origin)), _items(_decoded(version)), offered
+            tuple(_decoded(host)),
+            _items(_decoded(origin)),
+            _items(_decoded(version)),
+            offered,
+            None,
+            site,
+            fetch_site,
         )
 
 
@@ -203,16 +242,18 @@ _CACHE = _Cache()
 _ENTRY = _CACHE.entries.get
 
 
-#: Where the five fields are in a header list: for each, None (absent), the index of its
-#: one line, or a tuple of the indexes of its repeated lines.
-Layout = tuple[Any, Any, Any, Any, Any]
+#: Where the fields are in a header list: for each of the five handshake fields, None
+#: (absent), the index of its one line, or a tuple of the indexes of its repeated lines; then
+#: for the optional fields None when none is there, the index of the Sec-Fetch-Site line when
+#: it is alone (as browsers send it), else a tuple of where each is.
+Layout = tuple[Any, Any, Any, Any, Any, Any]
 _NAME = operator.itemgetter(0)
 _LAYOUTS: dict[bytes, Layout] = {}
 
 
 def _layout(names: list[Any]) -> Layout:
     """Where the fields are among ``names``. Pure, and it never raises."""
-    found: list[list[int]] = [[], [], [], [], []]
+    found: list[list[int]] = [[], [], [], [], [], [], [], [], [], []]
     for position, name in enumerate(names):
         if type(name) is not bytes:
             continue  # (not a header name: nothing a policy could read)
@@ -226,10 +267,14 @@ def _layout(names: list[Any]) -> Layout:
                 continue
         if index >= 0:
             found[index].append(position)
-    o, h, v, k, p = (
+    o, h, v, k, p, *optional = (
         None if not where else where[0] if len(where) == 1 else tuple(where) for where in found
     )
-    return (o, h, v, k, p)
+    if optional.count(None) == len(optional):
+        return (o, h, v, k, p, None)
+    if type(optional[0]) is int and optional.count(None) == len(optional) - 1:
+        return (o, h, v, k, p, optional[0])  # one Sec-Fetch-Site line: a browser's handshake
+    return (o, h, v, k, p, tuple(optional))
 
 
 def _layout_of(headers: list[Any] | tuple[Any, ...]) -> Layout:
@@ -321,17 +366,39 @@ class HandshakeRequest(NamedTuple):
     #: set of raw values (see the module docstring). None: build it from the fields above.
     raw: RawValues | None = None
 
+    @property
+    def site(self) -> Site | None:
+        """Where the site is served from beyond Host (``raw.site``): a trusted proxy's view,
+        ``public_origins``, or https under a ``wss`` scope. A request built by hand carries
+        one in its ``raw``, as it does ``fetch_site``."""
+        raw = self.raw
+        return None if raw is None else raw.site
+
+    @property
+    def fetch_site(self) -> str | None:
+        """``Sec-Fetch-Site`` (``raw.fetch_site``), or None."""
+        raw = self.raw
+        return None if raw is None else raw.fetch_site
+
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any]) -> HandshakeRequest:
+    def from_scope(
+        cls, scope: Mapping[str, Any], deployment: Deployment | None = None
+    ) -> HandshakeRequest:
         """Build a request from an ASGI ``websocket`` scope.
 
         Tolerates every byte sequence in header names and values and reads the optional scope
         keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
+
+        Args:
+            scope: the ASGI scope.
+            deployment: the middleware's ``trusted_proxies`` and ``public_origins``; a
+                trusted peer's ``Forwarded`` / ``X-Forwarded-*`` headers then give the public
+                host, scheme and client address. None: those headers are not read.
         """
         headers = scope.get("headers") or ()
         if type(headers) is not list and type(headers) is not tuple:
             headers = list(headers)
-        o, h, v, k, p = _layout_of(headers)
+        o, h, v, k, p, optional = _layout_of(headers)
         # Each field on one line, its value bytes: the usual case, inline.
         origin = headers[o][1] if type(o) is int else _values(headers, o)
         host = headers[h][1] if type(h) is int else _values(headers, h)
@@ -355,7 +422,26 @@ class HandshakeRequest(NamedTuple):
             scope_list = scope.get("subprotocols")
             if scope_list and (type(scope_list) is list or type(scope_list) is tuple):
                 listed = tuple(scope_list)
-        raw_key = (origin, host, version, protocol, listed)
+        client = scope.get("client")
+        if not (
+            type(client) is tuple
+            and len(client) == 2
+            and type(client[0]) is str
+            and type(client[1]) is int
+        ):
+            client = client_address(client)
+        scheme = scope.get("scheme", "ws")
+        if optional is None and deployment is None:  # the usual case: nothing optional
+            if scheme == "wss":  # TLS ends here: the public scheme is known (see Site)
+                raw_key: tuple[object, ...] = (origin, host, version, protocol, listed, _WSS)
+            else:
+                raw_key = (origin, host, version, protocol, listed)
+        else:
+            extra, client = _optional(headers, optional, scheme, client, deployment)
+            if extra is None:
+                raw_key = (origin, host, version, protocol, listed)
+            else:
+                raw_key = (origin, host, version, protocol, listed, extra)
         try:
             raw = _ENTRY(raw_key)
         except TypeError:  # an unhashable scope list
@@ -366,18 +452,9 @@ class HandshakeRequest(NamedTuple):
             keys: tuple[str, ...] = (key.decode("latin-1").strip(_OWS),)
         else:
             keys = _items(_decoded(key))
-        client = scope.get("client")
-        if not (
-            type(client) is tuple
-            and len(client) == 2
-            and type(client[0]) is str
-            and type(client[1]) is int
-        ):
-            client = client_address(client)
         extensions = scope.get("extensions")
         path = scope.get("path", "/")
         http_version = scope.get("http_version", "1.1")
-        scheme = scope.get("scheme", "ws")
         return cls(
             path if type(path) is str else str(path),
             raw.hosts,
@@ -392,6 +469,48 @@ class HandshakeRequest(NamedTuple):
             and "websocket.http.response" in extensions,
             raw,
         )
+
+
+def _optional(
+    headers: list[Any] | tuple[Any, ...],
+    optional: int | tuple[Any, ...] | None,
+    scheme: object,
+    client: tuple[str, int] | None,
+    deployment: Deployment | None,
+) -> tuple[object, tuple[str, int] | None]:
+    """The optional fields' part of the cache key (see ``RawValues.decode``), and the client
+    as the deployment sees it."""
+    texts: list[str | None] = [None, None, None, None]
+    if type(optional) is int:  # one Sec-Fetch-Site line, nothing else: a browser's handshake
+        fetch_raw = _normalised(_value(headers[optional]))
+    elif optional is None:
+        fetch_raw = None
+    else:
+        assert type(optional) is tuple
+        where = optional[0]
+        fetch_raw = (
+            _normalised(_value(headers[where])) if type(where) is int else _values(headers, where)
+        )
+        texts = [_text(headers, where) for where in optional[1:]]
+    if deployment is None:
+        site = WSS_SITE if scheme == "wss" else None
+    else:
+        site, client = deployment.resolve(client, str(scheme), *texts)
+    if fetch_raw is None:
+        return (None if site is None else _WSS if site is WSS_SITE else (site, None)), client
+    return (site, fetch_raw), client
+
+
+def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
+    """An optional field's value as text, repeated lines comma-joined (as daphne joins them)."""
+    if where is None:
+        return None
+    if type(where) is int:
+        value = _value(headers[where])
+        if type(value) is bytes:
+            return value.decode("latin-1").strip(_OWS)
+        return _as_bytes(value).decode("latin-1").strip(_OWS)
+    return ", ".join(_decoded(_values(headers, where)))
 
 
 # -- credentials: read only for a policy that authenticates (``identity.AuthRequest``)
