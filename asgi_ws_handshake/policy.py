@@ -18,14 +18,14 @@ from .decision import Accept, Decision, Reason, Reject
 from .identity import Authenticator, LimitKey, check_identity_options
 from .key import is_valid_key
 from .origin import (
-    DEFAULT_PORTS,
     OriginMatcher,
     parse_host,
     parse_host_pattern,
     parse_origin,
+    same_origin_problem,
 )
 from .request import HandshakeRequest, RawValues
-from .stores.rates import require_limits
+from .stores.rates import Rate, parse_rate
 from .subprotocol import find_malformed, is_token, select_subprotocol
 
 __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
@@ -35,35 +35,6 @@ SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"
 
 _V13 = ("13",)
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
-_WEB_SCHEMES = frozenset({"http", "https"})
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``limit`` handshakes per ``window`` seconds."""
-
-    limit: int
-    window: int
-
-
-def parse_rate(value: str, option: str = "rate") -> Rate:
-    """Parse one rate in the ``limits`` notation (``"30/minute"``, ``"5 per 10 seconds"``).
-
-    Raises:
-        ValueError: naming the value when it is not a rate, or allows nothing.
-        ImportError: when the ``limits`` package (the ``limits`` extra) is missing.
-    """
-    limits = require_limits(option)
-    try:
-        item = limits.parse(value) if isinstance(value, str) else None
-    except ValueError:
-        item = None
-    if item is None:
-        raise ValueError(f"invalid {option} {value!r}: expected a rate such as '30/minute'")
-    rate = Rate(int(item.amount), int(item.get_expiry()))
-    if rate.limit < 1 or rate.window < 1:
-        raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
-    return rate
 
 
 _MEMO_POLICIES = 16  # policies' verdicts remembered per set of raw values
@@ -444,27 +415,9 @@ class HandshakePolicy:
                     )
             else:
                 assert host is not None  # checked above whenever same_origin
-                host_name, host_port = host
-                # The scheme too, when the public one is known (wss, a trusted proxy's proto):
-                # else an http:// page of the same host would pass for an https:// site's.
-                scheme = None if site is None else site.scheme
-                if scheme is not None and origin.scheme != scheme:
-                    return Reject.because(
-                        Reason.ORIGIN_NOT_ALLOWED,
-                        f"Origin's scheme is not the site's ({scheme})",
-                        origin=origin_value,
-                    )
-                if not (
-                    origin.scheme in _WEB_SCHEMES
-                    and origin.host == host_name
-                    and origin.port
-                    == (DEFAULT_PORTS[origin.scheme] if host_port is None else host_port)
-                ):
-                    return Reject.because(
-                        Reason.ORIGIN_NOT_ALLOWED,
-                        "Origin is not the same origin as Host",
-                        origin=origin_value,
-                    )
+                problem = same_origin_problem(origin, host, None if site is None else site.scheme)
+                if problem is not None:
+                    return Reject.because(Reason.ORIGIN_NOT_ALLOWED, problem, origin=origin_value)
 
         # Fetch Metadata (W3C, Sec-Fetch-Site 2.1): a browser says the page is another site's.
         # Refused unless an allowance vouches for the Origin (as Go's CrossOriginProtection),
