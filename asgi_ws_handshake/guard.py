@@ -51,10 +51,6 @@ _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.st
 _perf = time.perf_counter
 
 
-def _next_serial() -> int:
-    return IDS.next()
-
-
 class HandshakeDenied(OSError):
     """Raised into the app when the guard refused its answer (an unoffered subprotocol).
 
@@ -116,7 +112,7 @@ class Connection(StoreChecks):
         self.request = HandshakeRequest.from_scope(scope, mw.deployment)
         self.route = "default"
         self.redact = mw.redact
-        self._serial = _next_serial()
+        self._serial = IDS.next()
         self.decision = None
         self.key_reused = None
         self.store_error = False
