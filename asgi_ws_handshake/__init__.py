@@ -14,12 +14,12 @@ __version__ = "0.2.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "DEFAULT_REDACT": "audit",
+    "DEFAULT_REDACT": "record",
     "AuditEvent": "audit",
     "AuditSink": "audit",
     "Auditor": "delivery",
     "CloseEvent": "audit",
-    "HandshakeInfo": "audit",
+    "HandshakeInfo": "record",
     "Outcome": "audit",
     "JSONFormatter": "sinks",
     "JSONLinesSink": "sinks",
@@ -35,7 +35,7 @@ _EXPORTS = {
     "GUID": "key",
     "accept_key": "key",
     "is_valid_key": "key",
-    "HandshakeDenied": "middleware",
+    "HandshakeDenied": "guard",
     "HandshakeMiddleware": "middleware",
     "get_handshake": "middleware",
     "Origin": "origin",
@@ -52,6 +52,8 @@ _EXPORTS = {
     "Tickets": "authenticators",
     "jwt_verifier": "authenticators",
     "HandshakeGuard": "dependency",
+    "PrometheusSink": "metrics",
+    "OpenTelemetrySink": "otel",
     "HandshakeStore": "stores",
     "MemoryStore": "stores",
     "StoreError": "stores",
@@ -61,9 +63,6 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from .audit import (
-        DEFAULT_REDACT as DEFAULT_REDACT,
-    )
-    from .audit import (
         AuditEvent as AuditEvent,
     )
     from .audit import (
@@ -71,9 +70,6 @@ if TYPE_CHECKING:
     )
     from .audit import (
         CloseEvent as CloseEvent,
-    )
-    from .audit import (
-        HandshakeInfo as HandshakeInfo,
     )
     from .audit import (
         Outcome as Outcome,
@@ -114,6 +110,9 @@ if TYPE_CHECKING:
     from .dependency import (
         HandshakeGuard as HandshakeGuard,
     )
+    from .guard import (
+        HandshakeDenied as HandshakeDenied,
+    )
     from .identity import (
         ANONYMOUS as ANONYMOUS,
     )
@@ -135,8 +134,8 @@ if TYPE_CHECKING:
     from .key import (
         is_valid_key as is_valid_key,
     )
-    from .middleware import (
-        HandshakeDenied as HandshakeDenied,
+    from .metrics import (
+        PrometheusSink as PrometheusSink,
     )
     from .middleware import (
         HandshakeMiddleware as HandshakeMiddleware,
@@ -150,11 +149,20 @@ if TYPE_CHECKING:
     from .origin import (
         parse_origin as parse_origin,
     )
+    from .otel import (
+        OpenTelemetrySink as OpenTelemetrySink,
+    )
     from .policy import (
         HandshakePolicy as HandshakePolicy,
     )
     from .policy import (
         SubprotocolSelector as SubprotocolSelector,
+    )
+    from .record import (
+        DEFAULT_REDACT as DEFAULT_REDACT,
+    )
+    from .record import (
+        HandshakeInfo as HandshakeInfo,
     )
     from .request import (
         HandshakeRequest as HandshakeRequest,

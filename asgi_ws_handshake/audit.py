@@ -1,10 +1,9 @@
 """Audit events: one ``AuditEvent`` per handshake, what it records, redaction, and delivery.
 
 Owns the events' fields and their JSON form (``AuditEvent`` for a handshake, ``CloseEvent``
-for the end of an accepted connection), the record of a handshake that events and the
-downstream app read (``HandshakeInfo``) and the redaction of credential-carrying
-subprotocols. Delivery is ``delivery.Auditor``'s, the sinks are in ``sinks``; what happened
-is decided by the middleware.
+for the end of an accepted connection); the record they read is ``record.HandshakeInfo``.
+Delivery is ``delivery.Auditor``'s, the sinks are in ``sinks``; what happened is decided by
+the middleware.
 
 An event is cheap to build: it holds its handshake's record and the outcome; everything a
 reader derives (the id's text, the client's ``host:port``, the capped header values, the
@@ -14,37 +13,30 @@ redacted subprotocols, the expected ``Sec-WebSocket-Accept``) is computed when r
 from __future__ import annotations
 
 import enum
-import fnmatch
-import itertools
-import os
-import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from .decision import Accept, Decision
-from .identity import REDACTED, Authenticated, Identity
+from .decision import Accept
+from .identity import REDACTED
 from .key import accept_key, is_valid_key
+from .record import DEFAULT_REDACT, IDS, HandshakeInfo, Redactor
 from .request import HandshakeRequest
 
 __all__ = [
     "DEFAULT_REDACT",
+    "IDS",
     "AuditEvent",
     "AuditSink",
     "CloseEvent",
     "HandshakeInfo",
     "Outcome",
     "Redactor",
-]
+]  # (DEFAULT_REDACT, IDS, HandshakeInfo and Redactor are record's, named here too)
 
 #: A sink is any callable taking an event; it may return an awaitable.
 AuditSink = Callable[["AuditEvent"], "Awaitable[None] | None"]
 
-#: Subprotocols that carry credentials are redacted in audit events (case-insensitive globs);
-#: values longer than 64 characters are redacted too.
-DEFAULT_REDACT = ("*bearer*", "*token*", "*authorization*", "*secret*", "*password*", "eyj*")
-_REDACT_LONGER_THAN = 64
-_REDACT_CACHE = 1024
 _CAP = 256  # the most characters of a header value an event keeps
 _NO_KEY_VERSIONS = ("2", "3")
 
@@ -57,157 +49,6 @@ class Outcome(enum.StrEnum):
     APP_REJECTED = "app_rejected"  # the app closed or sent its own response before accepting
     APP_ERROR = "app_error"  # the app raised, returned without answering, or answered wrongly
     CLIENT_GONE = "client_gone"  # the client left before the handshake was answered
-
-
-class Redactor:
-    """Tell credential-carrying subprotocols (case-insensitive globs, or over 64 characters).
-
-    Remembers its answers for short values only, bounded in entries.
-    """
-
-    __slots__ = ("_known", "_regex")
-
-    def __init__(self, patterns: Iterable[str] = DEFAULT_REDACT) -> None:
-        parts = [fnmatch.translate(pattern.lower()) for pattern in patterns]
-        self._regex = (
-            re.compile("|".join(f"(?:{part})" for part in parts), re.IGNORECASE) if parts else None
-        )
-        self._known: dict[str, str] = {}
-
-    def marks(self, value: str) -> bool:
-        """Whether a glob matches ``value`` (a marker such as ``access_token``: the item
-        after it carries the secret)."""
-        regex = self._regex
-        return regex is not None and len(value) <= _REDACT_LONGER_THAN and bool(regex.match(value))
-
-    def __call__(self, value: str) -> str:
-        """``value``, or ``"<redacted>"`` when it looks like it carries a secret."""
-        known = self._known.get(value)
-        if known is not None:
-            return known
-        if len(value) > _REDACT_LONGER_THAN:
-            return REDACTED  # (not remembered: the cache holds short values only)
-        regex = self._regex
-        result = REDACTED if regex is not None and regex.match(value) else value
-        if len(self._known) >= _REDACT_CACHE:
-            self._known.clear()  # bounded: random values cannot grow it
-        self._known[value] = result
-        return result
-
-
-class _Ids:
-    """Audit ids: a random per-process prefix and a counter (unique across workers, cheap).
-
-    The hot path takes a number; the text is made when an id is read.
-    """
-
-    def __init__(self) -> None:
-        self.reseed()
-        if hasattr(os, "register_at_fork"):  # POSIX: a fresh prefix in each forked worker
-            os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        self.prefix = os.urandom(6).hex() + "-"
-        self.next = itertools.count(1).__next__
-
-    def text(self, serial: int) -> str:
-        return self.prefix + format(serial, "x")
-
-
-IDS = _Ids()
-
-
-class HandshakeInfo:
-    """One handshake as the guard recorded it: what the app and the audit event read.
-
-    ``get_handshake(websocket)`` returns it downstream. Everything here is set before the
-    handshake's outcome and never changed after; the middleware's own per-connection state
-    extends this class.
-    """
-
-    __slots__ = (
-        "_serial",
-        "auth",
-        "decision",
-        "key_reused",
-        "lease",
-        "redact",
-        "request",
-        "route",
-        "store_error",
-    )
-
-    def __init__(
-        self,
-        request: HandshakeRequest,
-        *,
-        route: str = "default",
-        redact: Redactor | None = None,
-    ) -> None:
-        self.request = request
-        self.route = route
-        self.redact = redact if redact is not None else _DEFAULT_REDACTOR
-        self._serial = IDS.next()
-        #: The policy's decision (the app only ever sees an ``Accept``).
-        self.decision: Decision | None = None
-        #: True or False once the key was checked against the store; None when it was not.
-        self.key_reused: bool | None = None
-        #: True when a store call failed during the checks (and the policy let it pass).
-        self.store_error = False
-        #: The connection lease taken under the route's caps, until it is released.
-        self.lease: str | None = None
-        # ``auth`` (an ``identity.Authenticated``) is set only by the authenticate step and
-        # left unset otherwise, so handshakes on routes without ``authenticate`` pay nothing
-        # for it: read it through ``authenticated``.
-
-    @property
-    def authenticated(self) -> Authenticated | None:
-        """What the authenticate step found, or None when the route does not authenticate."""
-        return getattr(self, "auth", None)
-
-    @property
-    def identity(self) -> Identity | None:
-        """Who connected (``authenticate``'s ``Identity``), or None."""
-        auth: Authenticated | None = getattr(self, "auth", None)
-        return None if auth is None else auth.identity
-
-    @property
-    def subject(self) -> str | None:
-        """The identity's subject, or None."""
-        identity = self.identity
-        return None if identity is None else identity.subject
-
-    @property
-    def audit_id(self) -> str:
-        """The id of the handshake's audit event."""
-        return IDS.text(self._serial)
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The negotiated subprotocol (the app may still pick another offered one)."""
-        decision = self.decision
-        return decision.subprotocol if type(decision) is Accept else None
-
-    @property
-    def subprotocols(self) -> tuple[str, ...]:
-        """What the client offered, in its order."""
-        return self.request.subprotocols
-
-    @property
-    def origin(self) -> str | None:
-        """The normalised origin, "null", or None when the client sent none."""
-        decision = self.decision
-        return decision.origin if decision is not None else None
-
-    def __repr__(self) -> str:
-        return (
-            f"HandshakeInfo(audit_id={self.audit_id!r}, route={self.route!r}, "
-            f"subprotocol={self.subprotocol!r}, origin={self.origin!r}, "
-            f"subject={self.subject!r})"
-        )
-
-
-_DEFAULT_REDACTOR = Redactor()
 
 
 def _cap(values: tuple[str, ...]) -> str | None:
@@ -352,6 +193,31 @@ class AuditEvent(NamedTuple):
         return self.handshake.store_error
 
     @property
+    def would_reject(self) -> str | None:
+        """On a report-only route: the reason the handshake would have been refused."""
+        decision = self.handshake.decision
+        spared = decision.would_reject if type(decision) is Accept else None
+        return None if spared is None else str(spared.reason)
+
+    @property
+    def fetch_site(self) -> str | None:
+        """``Sec-Fetch-Site`` as sent (capped)."""
+        fetch_site = self.handshake.request.fetch_site
+        return None if fetch_site is None else _cap((fetch_site,))
+
+    @property
+    def public_host(self) -> str | None:
+        """The host a trusted proxy forwarded (judged in place of Host), or None."""
+        site = self.handshake.request.site
+        return None if site is None or site.host is None else _cap((site.host,))
+
+    @property
+    def public_scheme(self) -> str | None:
+        """The public scheme the same-origin rule compared ("https" under wss), or None."""
+        site = self.handshake.request.site
+        return None if site is None or site.scheme is None else _cap((site.scheme,))
+
+    @property
     def subject(self) -> str | None:
         """Who connected (the identity's subject), never the credential."""
         return self.handshake.subject
@@ -387,6 +253,10 @@ class AuditEvent(NamedTuple):
             "denial": self.denial,
             "detail": self.detail,
             "store_error": self.store_error,
+            "would_reject": self.would_reject,
+            "fetch_site": self.fetch_site,
+            "public_host": self.public_host,
+            "public_scheme": self.public_scheme,
             "subject": self.subject,
             "credential": self.credential,
         }

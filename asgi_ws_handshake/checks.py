@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .audit import HandshakeInfo
 from .decision import Accept, Decision, Reason, Reject
 from .identity import Authenticated, AuthRefusal, AuthRequest, Identity
 from .policy import HandshakePolicy
+from .record import HandshakeInfo
 from .request import HandshakeRequest
 from .stores import HandshakeStore, StoreError
 

@@ -25,20 +25,26 @@ Layout (every key optional)::
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
-import math
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .audit import DEFAULT_REDACT, AuditSink
+from .config_values import (
+    PolicyFileError,
+    check_value,
+    describe_value,
+    unknown_key,
+)
 from .middleware import ASGIApp, HandshakeMiddleware
+from .options import MIDDLEWARE, POLICY
 from .policy import HandshakePolicy
+from .proxies import Deployment
 from .sinks import JSONLinesSink, LoggingSink, MemorySink, ThreadedSink
 from .stores import HandshakeStore, MemoryStore
 from .stores.redis_connect import parse_store_url
@@ -55,52 +61,8 @@ __all__ = [
 ]
 
 
-class PolicyFileError(ValueError):
-    """A policy file (or mapping) that cannot be used.
-
-    Attributes:
-        source: the file path, or ``"<mapping>"``.
-        key: the dotted key that is wrong (``routes."/admin/*".key_reuse``), or None for the
-            file as a whole (unreadable, not TOML).
-        problem: what is wrong, lowercase, with the offending value.
-    """
-
-    def __init__(self, source: str, key: str | None, problem: str) -> None:
-        self.source = source
-        self.key = key
-        self.problem = problem
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {problem}")
-
-
-# option -> (kind, allows None). Kinds: "str", "bool", "float", "strs", "choice:a|b", "callable".
-POLICY_OPTIONS: dict[str, tuple[str, bool]] = {
-    "allow_origins": ("strs", False),
-    "allow_origin_regex": ("str", True),
-    "allow_any_origin": ("bool", False),
-    "allow_missing_origin": ("bool", False),
-    "allow_null_origin": ("bool", False),
-    "allow_hosts": ("strs", True),
-    "subprotocols": ("strs", False),
-    "require_subprotocol": ("bool", False),
-    "subprotocol_preference": ("choice:server|client", False),
-    "select_subprotocol": ("callable", True),
-    "key_reuse": ("choice:ignore|flag|reject", False),
-    "key_reuse_ttl": ("float", False),
-    "rate_limit": ("str", True),
-    "rate_limit_total": ("str", True),
-    "max_connections": ("int", True),
-    "max_connections_per_client": ("int", True),
-    "connections_retry_after": ("int", False),
-    "on_store_error": ("choice:open|closed", False),
-    "authenticate": ("callable", True),
-    "authenticate_timeout": ("float", False),
-    "allow_anonymous": ("bool", False),
-    "limit_key": ("choice:client|subject", False),  # a key function: in code only
-    "max_connection_age": ("float", True),
-    "close_on_expiry": ("bool", False),
-    "expiry_close_code": ("int", False),
-}
+# option -> (kind, allows None), from the one description of every option (``options``).
+POLICY_OPTIONS: dict[str, tuple[str, bool]] = {o.name: (o.kind, o.nullable) for o in POLICY}
 # Options whose checks in HandshakePolicy do not depend on other options: tried one at a time
 # so that an error names the key that caused it.
 _ALONE = (
@@ -120,9 +82,7 @@ _ALONE = (
 )
 _FILE_TABLES = ("routes", "audit", "store", "middleware")
 _MIDDLEWARE_OPTIONS: dict[str, tuple[str, bool]] = {
-    "audit_fail_closed": ("bool", False),
-    "audit_timeout": ("float", False),
-    "redact_subprotocols": ("strs", False),
+    o.name: (o.kind, o.nullable) for o in MIDDLEWARE if o.kind != "python"
 }
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SINK_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
@@ -136,99 +96,18 @@ _SINK_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
     "callable": {"target": ("callable", False), "kwargs": ("table", False)},
 }
 _SINK_REQUIRED = {"jsonl": ("path",), "callable": ("target",)}
-_IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _REDIS_MODULE = "asgi_ws_handshake.stores.redis"
 #: What the ``redis`` extra installs; the store module itself imports them only when built.
 _REDIS_DEPENDENCIES = ("redis", "limits")
-
-
-def _describe(value: object) -> str:
-    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a number"}
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return names.get(type(value), type(value).__name__)
-
-
-def _import(spec: str) -> Any:
-    """Import ``module:attr.attr``."""
-    module_name, _, attrs = spec.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for attr in attrs.split("."):
-        obj = getattr(obj, attr)
-    return obj
-
-
-def _check(source: str, key: str, kind: str, nullable: bool, value: object) -> Any:
-    """Return ``value`` converted for ``kind``, or raise naming the key."""
-
-    def bad(problem: str) -> PolicyFileError:
-        return PolicyFileError(source, key, problem)
-
-    if value is None and nullable:
-        return None
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad(f"expected true or false, got {_describe(value)} {value!r}")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad(f"expected a string, got {_describe(value)} {value!r}")
-        return value
-    if kind in ("float", "int"):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if kind == "int":
-            ok = ok and isinstance(value, int)
-        if not ok:
-            expected = "an integer" if kind == "int" else "a number"
-            raise bad(f"expected {expected}, got {_describe(value)} {value!r}")
-        assert isinstance(value, int | float)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad(f"expected a finite number, got {value!r}")
-        return float(value) if kind == "float" else value
-    if kind == "strs":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad(f"expected an array of strings, got {_describe(value)} {value!r}")
-        return list(value)
-    if kind == "table":
-        if not isinstance(value, dict):
-            raise bad(f"expected a table, got {_describe(value)} {value!r}")
-        return dict(value)
-    if kind.startswith("choice:"):
-        choices = kind.removeprefix("choice:").split("|")
-        if value not in choices:
-            listed = ", ".join(repr(c) for c in choices)
-            raise bad(f"expected one of {listed}, got {value!r}")
-        return value
-    if kind == "callable":
-        if not isinstance(value, str) or not _IMPORT_RE.fullmatch(value):
-            raise bad(f"expected 'module:attribute', got {value!r}")
-        try:
-            obj = _import(value)
-        except Exception as exc:  # ImportError, AttributeError, or the module raised
-            raise bad(f"cannot import {value!r}: {type(exc).__name__}: {exc}") from exc
-        if not callable(obj):
-            raise bad(f"{value!r} is not callable")
-        return obj
-    raise AssertionError(kind)
-
-
-def _unknown(source: str, prefix: str, key: str, known: Iterable[str]) -> PolicyFileError:
-    known = sorted(known)
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    listed = ", ".join(known)
-    return PolicyFileError(source, prefix + key, f"unknown key; {hint}expected one of: {listed}")
 
 
 def _policy_kwargs(source: str, prefix: str, data: Mapping[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in POLICY_OPTIONS:
-            raise _unknown(source, prefix, key, POLICY_OPTIONS)
+            raise unknown_key(source, prefix, key, POLICY_OPTIONS)
         kind, nullable = POLICY_OPTIONS[key]
-        kwargs[key] = _check(source, prefix + key, kind, nullable, value)
+        kwargs[key] = check_value(source, prefix + key, kind, nullable, value)
     return kwargs
 
 
@@ -247,12 +126,22 @@ def parse_policy(
         if key in kwargs:
             try:
                 HandshakePolicy(**{key: kwargs[key]})
-            except (TypeError, ValueError) as exc:
-                raise PolicyFileError(source, prefix + key, str(exc)) from None
+            except (TypeError, ValueError, ImportError) as exc:
+                # ImportError: an option that needs an extra (rate_limit: limits).
+                raise PolicyFileError(source, prefix + key, _toml_spelling(exc)) from None
     try:
         return HandshakePolicy(**kwargs)
     except (TypeError, ValueError) as exc:  # a combination, e.g. allow_any_origin + origins
-        raise PolicyFileError(source, prefix.rstrip(".") or "(top level)", str(exc)) from None
+        where = prefix.rstrip(".") or "(top level)"
+        raise PolicyFileError(source, where, _toml_spelling(exc)) from None
+
+
+_PYTHON_BOOL = re.compile(r"\b(\w+)=(True|False)\b")
+
+
+def _toml_spelling(exc: Exception) -> str:
+    """A policy's error message as a policy file spells it (``name = true``, not ``=True``)."""
+    return _PYTHON_BOOL.sub(lambda m: f"{m.group(1)} = {m.group(2).lower()}", str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +251,9 @@ class PolicyFile:
                 "audit_fail_closed": False,
                 "audit_timeout": 2.0,
                 "redact_subprotocols": _default_redact(),
+                "trusted_proxies": [],
+                "public_origins": [],
+                "proxy_headers": "x-forwarded",
                 **{k: _plain(v) for k, v in self.middleware_options.items()},
             },
         }
@@ -386,7 +278,7 @@ def describe_policy(policy: HandshakePolicy) -> dict[str, Any]:
 
 def _sink_spec(source: str, key: str, data: object) -> SinkSpec:
     if not isinstance(data, dict):
-        raise PolicyFileError(source, key, f"expected a table, got {_describe(data)} {data!r}")
+        raise PolicyFileError(source, key, f"expected a table, got {describe_value(data)} {data!r}")
     kind = data.get("type")
     if kind not in _SINK_OPTIONS:
         listed = ", ".join(repr(t) for t in _SINK_OPTIONS)
@@ -398,12 +290,12 @@ def _sink_spec(source: str, key: str, data: object) -> SinkSpec:
         if name == "type":
             continue
         if name == "threaded":
-            threaded = _check(source, f"{key}.threaded", "bool", False, value)
+            threaded = check_value(source, f"{key}.threaded", "bool", False, value)
             continue
         if name not in known:
-            raise _unknown(source, f"{key}.", name, [*known, "type", "threaded"])
+            raise unknown_key(source, f"{key}.", name, [*known, "type", "threaded"])
         kind_, nullable = known[name]
-        options[name] = _check(source, f"{key}.{name}", kind_, nullable, value)
+        options[name] = check_value(source, f"{key}.{name}", kind_, nullable, value)
     for name in _SINK_REQUIRED.get(kind, ()):
         if name not in options:
             raise PolicyFileError(source, f"{key}.{name}", f"required for a {kind!r} sink")
@@ -426,14 +318,14 @@ def _sink_spec(source: str, key: str, data: object) -> SinkSpec:
 
 def _store_spec(source: str, data: object) -> StoreSpec:
     if not isinstance(data, dict):
-        raise PolicyFileError(source, "store", f"expected a table, got {_describe(data)}")
+        raise PolicyFileError(source, "store", f"expected a table, got {describe_value(data)}")
     kind = data.get("type", "memory")
     options = {k: v for k, v in data.items() if k != "type"}
     if kind == "memory":
         for name, value in options.items():
             if name != "max_keys":
-                raise _unknown(source, "store.", name, ["type", "max_keys"])
-            _check(source, "store.max_keys", "int", False, value)
+                raise unknown_key(source, "store.", name, ["type", "max_keys"])
+            check_value(source, "store.max_keys", "int", False, value)
             if value < 1:
                 raise PolicyFileError(source, "store.max_keys", f"must be >= 1, got {value}")
         return StoreSpec("memory", options)
@@ -472,7 +364,7 @@ def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> 
     top = {k: v for k, v in data.items() if k not in _FILE_TABLES}
     for key in top:
         if key not in POLICY_OPTIONS:
-            raise _unknown(source, "", key, [*POLICY_OPTIONS, *_FILE_TABLES])
+            raise unknown_key(source, "", key, [*POLICY_OPTIONS, *_FILE_TABLES])
     policy = parse_policy(top, source=source)
 
     routes: dict[str, HandshakePolicy] = {}
@@ -484,7 +376,9 @@ def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> 
         if not glob.startswith("/") and not glob.startswith("*"):
             raise PolicyFileError(source, prefix[:-1], "a route glob must start with '/' or '*'")
         if not isinstance(table, dict):
-            raise PolicyFileError(source, prefix[:-1], f"expected a table, got {_describe(table)}")
+            raise PolicyFileError(
+                source, prefix[:-1], f"expected a table, got {describe_value(table)}"
+            )
         routes[glob] = parse_policy(table, source=source, prefix=prefix)
 
     audit: tuple[SinkSpec, ...] | None = None
@@ -504,12 +398,18 @@ def parse_policy_file(data: Mapping[str, Any], *, source: str = "<mapping>") -> 
         raise PolicyFileError(source, "middleware", "expected a table")
     for name, value in raw_mw.items():
         if name not in _MIDDLEWARE_OPTIONS:
-            raise _unknown(source, "middleware.", name, _MIDDLEWARE_OPTIONS)
+            raise unknown_key(source, "middleware.", name, _MIDDLEWARE_OPTIONS)
         kind, nullable = _MIDDLEWARE_OPTIONS[name]
-        middleware_options[name] = _check(source, f"middleware.{name}", kind, nullable, value)
+        middleware_options[name] = check_value(source, f"middleware.{name}", kind, nullable, value)
     timeout = middleware_options.get("audit_timeout")
     if timeout is not None and timeout <= 0:
         raise PolicyFileError(source, "middleware.audit_timeout", f"must be > 0, got {timeout}")
+    for name in ("trusted_proxies", "public_origins", "proxy_headers"):
+        if name in middleware_options:
+            try:
+                Deployment(**{name: middleware_options[name]})
+            except ValueError as exc:
+                raise PolicyFileError(source, f"middleware.{name}", str(exc)) from None
     return PolicyFile(source, policy, routes, audit, store, middleware_options)
 
 

@@ -23,6 +23,8 @@ class Reason(enum.StrEnum):
     ORIGIN_MULTIPLE = "origin_multiple"
     HOST_NOT_ALLOWED = "host_not_allowed"
     HOST_MALFORMED = "host_malformed"
+    #: A browser said the page is of another site (Sec-Fetch-Site) and no Origin vouched.
+    FETCH_SITE_CROSS_SITE = "fetch_site_cross_site"
     VERSION_MISSING = "version_missing"
     VERSION_UNSUPPORTED = "version_unsupported"
     KEY_MISSING = "key_missing"
@@ -73,6 +75,7 @@ RESPONSES: dict[Reason, tuple[int, tuple[tuple[str, str], ...]]] = {
     Reason.ORIGIN_MULTIPLE: (403, ()),
     Reason.HOST_NOT_ALLOWED: (403, ()),
     Reason.HOST_MALFORMED: (400, ()),
+    Reason.FETCH_SITE_CROSS_SITE: (403, ()),
     Reason.VERSION_MISSING: (400, _VERSION_13),
     Reason.VERSION_UNSUPPORTED: (426, _VERSION_13),
     Reason.KEY_MISSING: (400, ()),
@@ -116,6 +119,8 @@ class Accept(NamedTuple):
     subprotocol: str | None = None
     #: The normalised origin, "null", or None when the client sent none.
     origin: str | None = None
+    #: On a report-only route (``enforce=False``): the refusal this handshake was spared.
+    would_reject: Reject | None = None
 
 
 class Reject(NamedTuple):

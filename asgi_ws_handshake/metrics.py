@@ -61,6 +61,9 @@ class PrometheusSink:
     - ``<prefix>_connections_open{route}`` (gauge: +1 on an accepted handshake, -1 on its end)
     - ``<prefix>_connections_lifetime_seconds{route,code,closed_by}`` (histogram; ``code``
       from ``close_code_label``)
+    - ``<prefix>_handshakes_would_reject_total{reason,route}`` (counter: handshakes a
+      report-only route (``enforce=False``) let through that it would have refused; they
+      count as accepted in the first family too)
     - ``<prefix>_audit_failures_total`` and ``<prefix>_audit_dropped_total`` (counters: the
       middleware's ``auditor.failures`` and ``auditor.dropped``, counted as they happen)
 
@@ -101,6 +104,12 @@ class PrometheusSink:
             f"{prefix}_handshakes",
             "WebSocket handshakes seen by the guard, by outcome",
             ["outcome", "reason", "route", "status"],
+            **kwargs,
+        )
+        self.would_reject = prometheus_client.Counter(
+            f"{prefix}_handshakes_would_reject",
+            "Handshakes a report-only route (enforce=false) let through, by the refusal spared",
+            ["reason", "route"],
             **kwargs,
         )
         self.duration = prometheus_client.Histogram(
@@ -147,6 +156,9 @@ class PrometheusSink:
         timed.observe(event.duration)
         if opened is not None:
             opened.inc()
+        would_reject = event.would_reject
+        if would_reject is not None:
+            self.would_reject.labels(would_reject, event.route).inc()
 
     def closed(self, event: CloseEvent) -> None:
         """The end of an accepted connection (the middleware calls it once per accept)."""

@@ -23,6 +23,7 @@ __all__ = [
     "parse_host",
     "parse_origin",
     "parse_host_pattern",
+    "same_origin_problem",
 ]
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -162,6 +163,30 @@ def parse_host(value: str) -> tuple[str, int | None] | None:
         if char in value:
             return None
     return _split_authority(value)
+
+
+_WEB_SCHEMES = frozenset({"http", "https"})
+
+
+def same_origin_problem(
+    origin: Origin, host: tuple[str, int | None], scheme: str | None
+) -> str | None:
+    """Why ``origin`` is not the same origin as ``host`` (RFC 6454 5), or None when it is.
+
+    ``scheme`` is the site's public scheme when known (a ``wss`` scope, a trusted proxy's
+    proto): it must match too, or an ``http://`` page of the same host would pass for the
+    ``https://`` site's. Unknown, host and port decide (a TLS-ending proxy may not say).
+    """
+    if scheme is not None and origin.scheme != scheme:
+        return f"Origin's scheme is not the site's ({scheme})"
+    host_name, host_port = host
+    if not (
+        origin.scheme in _WEB_SCHEMES
+        and origin.host == host_name
+        and origin.port == (DEFAULT_PORTS[origin.scheme] if host_port is None else host_port)
+    ):
+        return "Origin is not the same origin as Host"
+    return None
 
 
 def to_ascii(host: str, option: str) -> str:

@@ -18,14 +18,14 @@ from .decision import Accept, Decision, Reason, Reject
 from .identity import Authenticator, LimitKey, check_identity_options
 from .key import is_valid_key
 from .origin import (
-    DEFAULT_PORTS,
     OriginMatcher,
     parse_host,
     parse_host_pattern,
     parse_origin,
+    same_origin_problem,
 )
 from .request import HandshakeRequest, RawValues
-from .stores.rates import require_limits
+from .stores.rates import Rate, parse_rate
 from .subprotocol import find_malformed, is_token, select_subprotocol
 
 __all__ = ["HandshakePolicy", "Rate", "SubprotocolSelector", "parse_rate"]
@@ -35,35 +35,6 @@ SubprotocolSelector = Callable[[HandshakeRequest, tuple[str, ...]], "str | None"
 
 _V13 = ("13",)
 _NO_KEY_VERSIONS = frozenset({"2", "3"})  # RFC 8441 5 / RFC 9220 3: no key, no accept
-_WEB_SCHEMES = frozenset({"http", "https"})
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``limit`` handshakes per ``window`` seconds."""
-
-    limit: int
-    window: int
-
-
-def parse_rate(value: str, option: str = "rate") -> Rate:
-    """Parse one rate in the ``limits`` notation (``"30/minute"``, ``"5 per 10 seconds"``).
-
-    Raises:
-        ValueError: naming the value when it is not a rate, or allows nothing.
-        ImportError: when the ``limits`` package (the ``limits`` extra) is missing.
-    """
-    limits = require_limits(option)
-    try:
-        item = limits.parse(value) if isinstance(value, str) else None
-    except ValueError:
-        item = None
-    if item is None:
-        raise ValueError(f"invalid {option} {value!r}: expected a rate such as '30/minute'")
-    rate = Rate(int(item.amount), int(item.get_expiry()))
-    if rate.limit < 1 or rate.window < 1:
-        raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
-    return rate
 
 
 _MEMO_POLICIES = 16  # policies' verdicts remembered per set of raw values
@@ -122,6 +93,12 @@ class HandshakePolicy:
         max_connection_age: seconds after which the guard closes an accepted connection.
         close_on_expiry: close the connection when the identity's ``expires_at`` passes.
         expiry_close_code: the close code for both: 1008 (policy violation) or 4000-4999.
+        allow_cross_site: accept handshakes a browser marks ``Sec-Fetch-Site: cross-site``
+            although no allowance vouches for their Origin (none sent, or only the same-origin
+            rule). Off by default: such a handshake comes from another site's page, its Origin
+            stripped on the way (403 ``fetch_site_cross_site``).
+        enforce: ``False`` makes the route report-only: a handshake the policy (or a store
+            check) would refuse is let through, its audit event marked ``would_reject``.
 
     Raises:
         ValueError: at construction, naming the option and the bad value.
@@ -153,17 +130,26 @@ class HandshakePolicy:
     max_connection_age: float | None = None
     close_on_expiry: bool = True
     expiry_close_code: int = 1008
+    allow_cross_site: bool = False
+    enforce: bool = True
 
     _client_rate: Rate | None = field(init=False, repr=False, compare=False)
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _same_origin: bool = field(init=False, repr=False, compare=False)
-    _store_checks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: The checks that need the store, in the order they run: ``"client_rate"``,
+    #: ``"total_rate"``, ``"key_reuse"``, ``"connections"`` (those this policy enables).
+    store_checks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: Whether accepted connections carry more than the handshake: an identity
+    #: (``authenticate``) or a deadline (``max_connection_age``).
+    sessions: bool = field(init=False, repr=False, compare=False)
+    #: Whether the handshake goes on to step 5: the store checks (rates, reused keys,
+    #: connection caps), ``authenticate`` or a connection deadline.
+    stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _token: int = field(init=False, repr=False, compare=False)
-    _stateful: bool = field(init=False, repr=False, compare=False)
-    _sessions: bool = field(init=False, repr=False, compare=False)
+    _cross_site_check: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -227,35 +213,18 @@ class HandshakePolicy:
                 f"invalid on_store_error {self.on_store_error!r}: expected 'open' or 'closed'"
             )
         set_(self, "_token", next(_TOKENS))  # names this policy in RawValues.memo
+        set_(self, "_cross_site_check", not (self.allow_cross_site or self.allow_any_origin))
         checks = (
             ("client_rate", self._client_rate is not None),
             ("total_rate", self._total_rate is not None),
             ("key_reuse", self.key_reuse != "ignore"),
             ("connections", bool(self.max_connections or self.max_connections_per_client)),
         )
-        set_(self, "_store_checks", tuple(name for name, on in checks if on))
+        set_(self, "store_checks", tuple(name for name, on in checks if on))
         check_identity_options(self)
         sessions = self.authenticate is not None or self.max_connection_age is not None
-        set_(self, "_sessions", sessions)
-        set_(self, "_stateful", bool(self._store_checks) or sessions)
-
-    @property
-    def stateful(self) -> bool:
-        """Whether the handshake goes on to step 5: the store checks (rates, reused keys,
-        connection caps), ``authenticate`` or a connection deadline."""
-        return self._stateful
-
-    @property
-    def sessions(self) -> bool:
-        """Whether accepted connections carry more than the handshake: an identity
-        (``authenticate``) or a deadline (``max_connection_age``)."""
-        return self._sessions
-
-    @property
-    def store_checks(self) -> tuple[str, ...]:
-        """The checks that need the store, in the order they run: ``"client_rate"``,
-        ``"total_rate"``, ``"key_reuse"``, ``"connections"`` (those this policy enables)."""
-        return self._store_checks
+        set_(self, "sessions", sessions)
+        set_(self, "stateful", bool(self.store_checks) or sessions)
 
     @property
     def client_rate(self) -> Rate | None:
@@ -328,11 +297,39 @@ class HandshakePolicy:
                 memo[self._token] = verdict
         else:
             verdict = self._judge(
-                RawValues(request.hosts, request.origins, request.versions, request.subprotocols)
+                RawValues(
+                    request.hosts,
+                    request.origins,
+                    request.versions,
+                    request.subprotocols,
+                    site=None if raw is None else raw.site,
+                    fetch_site=None if raw is None else raw.fetch_site,
+                )
             )
         if self.select_subprotocol is None or type(verdict) is not Accept:
             return verdict
         return self._select(request, verdict)
+
+    def report_only(self, request: HandshakeRequest, reject: Reject) -> Accept:
+        """What a report-only route (``enforce=False``) lets through in place of ``reject``.
+
+        The subprotocol is negotiated as if the refused check had passed (none when the offer
+        is malformed); the ``Accept`` carries ``reject`` as ``would_reject`` for the audit.
+        """
+        offered = request.subprotocols
+        chosen: str | None = None
+        if offered and find_malformed(offered) is None:
+            if self.select_subprotocol is not None:
+                try:
+                    chosen = self.select_subprotocol(request, offered)
+                except Exception:
+                    chosen = None
+                chosen = chosen if chosen in offered else None
+            else:
+                chosen = select_subprotocol(
+                    offered, self.subprotocols, prefer=self.subprotocol_preference
+                )
+        return Accept(chosen, reject.origin, reject)
 
     def _select(self, request: HandshakeRequest, verdict: Accept) -> Decision:
         """The choice of a ``select_subprotocol`` callable (which may read anything)."""
@@ -356,12 +353,17 @@ class HandshakePolicy:
     def _judge(self, raw: RawValues) -> Decision:
         """The Host, Origin and subprotocol rules: a pure function of ``raw`` and the policy."""
         # RFC 9110 7.2: one Host. Needed for the same-origin rule and the Host allowlist.
+        # Behind a trusted proxy, the host the client asked for is the one it forwarded
+        # (RFC 7239 5.3); with public_origins the same-origin rule needs no host at all.
         host: tuple[str, int | None] | None = None
         same_origin = self._same_origin
-        if same_origin or self.allow_hosts is not None:
-            if len(raw.hosts) != 1:
+        site = raw.site
+        hosts = raw.hosts if site is None or site.host is None else (site.host,)
+        public = None if site is None else site.origins
+        if (same_origin and public is None) or self.allow_hosts is not None:
+            if len(hosts) != 1:
                 return Reject.because(Reason.HOST_MALFORMED, "exactly one Host header is required")
-            host = parse_host(raw.hosts[0])
+            host = parse_host(hosts[0])
             if host is None:
                 return Reject.because(Reason.HOST_MALFORMED, "Host is not host[:port]")
             if self.allow_hosts is not None and not self._host_allowed(host[0]):
@@ -392,20 +394,34 @@ class HandshakePolicy:
                     return Reject.because(
                         Reason.ORIGIN_NOT_ALLOWED, "Origin is not allowed", origin=origin_value
                     )
-            else:
-                assert host is not None  # checked above whenever same_origin
-                host_name, host_port = host
-                if not (
-                    origin.scheme in _WEB_SCHEMES
-                    and origin.host == host_name
-                    and origin.port
-                    == (DEFAULT_PORTS[origin.scheme] if host_port is None else host_port)
-                ):
+            elif public is not None:
+                if origin.serialized not in public:
                     return Reject.because(
                         Reason.ORIGIN_NOT_ALLOWED,
-                        "Origin is not the same origin as Host",
+                        "Origin is not one of public_origins",
                         origin=origin_value,
                     )
+            else:
+                assert host is not None  # checked above whenever same_origin
+                problem = same_origin_problem(origin, host, None if site is None else site.scheme)
+                if problem is not None:
+                    return Reject.because(Reason.ORIGIN_NOT_ALLOWED, problem, origin=origin_value)
+
+        # Fetch Metadata (W3C, Sec-Fetch-Site 2.1): a browser says the page is another site's.
+        # Refused unless an allowance vouches for the Origin (as Go's CrossOriginProtection),
+        # so a cross-site page whose Origin a proxy stripped is still refused.
+        fetch_site = raw.fetch_site
+        if (
+            fetch_site is not None
+            and self._cross_site_check
+            and _cross_site(fetch_site)
+            and (origin_value is None or (same_origin and origin_value != "null"))
+        ):
+            return Reject.because(
+                Reason.FETCH_SITE_CROSS_SITE,
+                "Sec-Fetch-Site is cross-site and no allowed Origin vouches for it",
+                origin=origin_value,
+            )
 
         # RFC 6455 4.1 item 10 / 4.2.2 item 5.4: offered tokens, unique; pick one of them.
         offered = raw.subprotocols
@@ -421,3 +437,10 @@ class HandshakePolicy:
                 Reason.SUBPROTOCOL_REQUIRED, "no supported subprotocol offered", origin=origin_value
             )
         return Accept(chosen, origin_value)
+
+
+def _cross_site(fetch_site: str) -> bool:
+    """Whether a ``Sec-Fetch-Site`` value (lines comma-joined) says ``cross-site``."""
+    if "," in fetch_site:
+        return "cross-site" in [item.strip(" \t") for item in fetch_site.split(",")]
+    return fetch_site == "cross-site"

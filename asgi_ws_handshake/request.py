@@ -5,76 +5,45 @@ repeated header line (a second Origin or Key must stay visible), splits comma-jo
 (daphne joins repeated lines into one), decodes bytes as latin-1 and never raises on header
 content. Judging the values is left to the policy.
 
-Why it is fast (the one place this is explained): a handshake's Origin, Host, version and
-subprotocol lines are the same for every handshake from the same page, so what they decode
-to is remembered in ``RawValues``, keyed on the raw values exactly as read: ``bytes`` (any
-other type a server passes is normalised first, so two values of different types never
-share an entry), ``None`` for an absent line, a tuple for repeated lines. The cache is
-bounded in entries and in bytes, and long values are never kept. An entry also has room for
-the policy's verdicts on it (``memo``): a cache in front of a pure function, keyed on
-exactly what that function reads. Only the key, the path and the client differ per
-handshake and are read fresh.
+How the fields are found and decoded once (the caches in front of this) is ``headers``'s;
+only the key, the path and the client differ per handshake and are read fresh here. Why the
+whole path is fast is explained in one place: the README's "Why it is fast".
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .headers import (
+    _CACHE,
+    _ENTRY,
+    _OWS,
+    _WSS,
+    RawValues,
+    as_bytes,
+    decoded,
+    items,
+    layout_of,
+    name_at,
+    normalised,
+    value_at,
+    values_at,
+)
+from .proxies import WSS_SITE, Site
+
+if TYPE_CHECKING:
+    from .proxies import Deployment
 
 __all__ = [
     "CredentialFields",
     "HandshakeRequest",
     "RawValues",
+    "Site",
     "client_address",
     "credential_fields",
     "route_path",
 ]
-
-_ORIGIN, _HOST, _VERSION, _KEY, _PROTOCOL = range(5)
-_OTHER = -1
-#: Header names -> the field they are, or _OTHER. The common lowercase names of a browser's
-#: handshake are listed as _OTHER so that only unknown names need the lowercase check.
-_FIELDS = {
-    b"origin": _ORIGIN,
-    b"host": _HOST,
-    b"sec-websocket-version": _VERSION,
-    b"sec-websocket-key": _KEY,
-    b"sec-websocket-protocol": _PROTOCOL,
-    **dict.fromkeys(
-        [
-            b"accept",
-            b"accept-encoding",
-            b"accept-language",
-            b"authorization",
-            b"cache-control",
-            b"connection",
-            b"cookie",
-            b"forwarded",
-            b"pragma",
-            b"sec-fetch-dest",
-            b"sec-fetch-mode",
-            b"sec-fetch-site",
-            b"sec-websocket-extensions",
-            b"upgrade",
-            b"user-agent",
-            b"x-forwarded-for",
-            b"x-forwarded-host",
-            b"x-forwarded-proto",
-            b"x-real-ip",
-        ],
-        _OTHER,
-    ),
-}
-# RFC 9110 5.5: leading and trailing whitespace is not part of a field value.
-_OWS = " \t"
-#: What a header value that is neither bytes nor str reads as: present, and malformed for
-#: every field (no parser accepts a NUL), so a broken server fails closed.
-_UNREADABLE = b"\x00"
-#: The cache's bounds: entries, and bytes of raw values (each entry's values at most _LONG).
-_ENTRIES = 1024
-_LONG = 1024
-_BYTES = 256 * 1024
 
 
 def client_address(client: Any) -> tuple[str, int] | None:
@@ -115,185 +84,6 @@ def route_path(scope: Mapping[str, Any]) -> str:
     return path[len(root) :] if path[len(root)] == "/" else path
 
 
-def _items(lines: list[str]) -> tuple[str, ...]:
-    """Split comma-separated header lines into stripped items, keeping empty ones."""
-    if len(lines) == 1:
-        line = lines[0]
-        if "," not in line:
-            return (line,)
-    elif not lines:
-        return ()
-    return tuple([item.strip(_OWS) for line in lines for item in line.split(",")])
-
-
-def _decoded(raw: object) -> list[str]:
-    """A field's lines as text: ``None`` (absent), one ``bytes`` value, or a tuple of them."""
-    if raw is None:
-        return []
-    if type(raw) is bytes:
-        return [raw.decode("latin-1").strip(_OWS)]
-    return [value.decode("latin-1").strip(_OWS) for value in raw]  # type: ignore[attr-defined]
-
-
-class RawValues(NamedTuple):
-    """What a handshake's Origin, Host, version and subprotocol lines decode to."""
-
-    hosts: tuple[str, ...]
-    origins: tuple[str, ...]
-    versions: tuple[str, ...]
-    subprotocols: tuple[str, ...]
-    #: Verdicts of pure functions of these values (see the module docstring); None when the
-    #: entry is not cached, so nothing is remembered about it either.
-    memo: dict[object, Any] | None = None
-
-    @classmethod
-    def decode(
-        cls, origin: object, host: object, version: object, protocol: object, listed: object
-    ) -> RawValues:
-        """Decode raw values; ``listed`` is the scope's ``subprotocols`` when there is no line."""
-        if listed is not None:
-            # uvicorn's wsproto backend removes the header and leaves only the scope's list.
-            offered = tuple([item for item in listed if type(item) is str and item])  # type: ignore[attr-defined]
-        else:
-            # RFC 9110 5.6.1.2: empty list items are ignored.
-            offered = tuple([item for item in _items(_decoded(protocol)) if item])
-        return cls(
-            tuple(_decoded(host)), _items(_decoded(origin)), _items(_decoded(version)), offered
-        )
-
-
-class _Cache:
-    """Decoded raw values, bounded in entries and bytes; forgotten together when full."""
-
-    __slots__ = ("entries", "size")
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple[object, ...], RawValues] = {}
-        self.size = 0
-
-    def add(self, key: tuple[object, ...]) -> RawValues:
-        """Decode the raw values of ``key`` (not found in ``entries``) and keep them if short."""
-        entry = RawValues.decode(*key)
-        weight = sum(map(_weight, key))
-        if weight > _LONG:  # long values are decoded for this handshake only, never kept
-            return entry
-        try:
-            hash(key)
-        except TypeError:  # an unhashable scope list: decoded, never kept
-            return entry
-        entry = entry._replace(memo={})
-        if len(self.entries) >= _ENTRIES or self.size + weight > _BYTES:
-            self.entries.clear()
-            self.size = 0
-        self.entries[key] = entry
-        self.size += weight
-        return entry
-
-
-def _weight(raw: object) -> int:
-    if raw is None:
-        return 0
-    if type(raw) is bytes:
-        return len(raw)
-    items: tuple[object, ...] = raw  # type: ignore[assignment]
-    return sum(len(i) + 8 if type(i) is bytes or type(i) is str else 64 for i in items)
-
-
-_CACHE = _Cache()
-_ENTRY = _CACHE.entries.get
-
-
-#: Where the five fields are in a header list: for each, None (absent), the index of its
-#: one line, or a tuple of the indexes of its repeated lines.
-Layout = tuple[Any, Any, Any, Any, Any]
-_NAME = operator.itemgetter(0)
-_LAYOUTS: dict[bytes, Layout] = {}
-
-
-def _layout(names: list[Any]) -> Layout:
-    """Where the fields are among ``names``. Pure, and it never raises."""
-    found: list[list[int]] = [[], [], [], [], []]
-    for position, name in enumerate(names):
-        if type(name) is not bytes:
-            continue  # (not a header name: nothing a policy could read)
-        index = _FIELDS.get(name)
-        if index is None:
-            # ASGI names are lowercase; a server that forgot is still read, never skipped.
-            if name.islower():
-                continue
-            index = _FIELDS.get(name.lower())
-            if index is None:
-                continue
-        if index >= 0:
-            found[index].append(position)
-    o, h, v, k, p = (
-        None if not where else where[0] if len(where) == 1 else tuple(where) for where in found
-    )
-    return (o, h, v, k, p)
-
-
-def _layout_of(headers: list[Any] | tuple[Any, ...]) -> Layout:
-    """``_layout`` of the header names, remembered per distinct list of names.
-
-    The names are joined into one ``bytes`` at C speed and looked up: a client sends the same
-    names in the same order on every handshake, so a layout is computed once per kind of
-    client. A list whose names hold the separator (or are not bytes) is never remembered.
-    """
-    try:
-        joined = b"\n".join(map(_NAME, headers))
-    except (TypeError, IndexError, KeyError):  # not pairs, or names that are not bytes
-        return _layout([_name(item) for item in headers])
-    found = _LAYOUTS.get(joined)
-    if found is not None:
-        return found
-    layout = _layout(list(map(_NAME, headers)))
-    # Unambiguous (no name holds the separator) and bounded in entries and bytes.
-    if joined.count(b"\n") == max(len(headers) - 1, 0) and len(joined) <= _LONG * 8:
-        if len(_LAYOUTS) >= _ENTRIES // 8:
-            _LAYOUTS.clear()
-        _LAYOUTS[joined] = layout
-    return layout
-
-
-def _name(item: object) -> object:
-    try:
-        return item[0]  # type: ignore[index]
-    except Exception:
-        return None
-
-
-def _values(headers: list[Any] | tuple[Any, ...], where: Any) -> Any:
-    """A field's value: None when absent, else the tuple of its repeated lines' values."""
-    if where is None:
-        return None
-    return tuple([_as_bytes(_value(headers[index])) for index in where])
-
-
-def _value(item: object) -> object:
-    try:
-        return item[1]  # type: ignore[index]
-    except Exception:
-        return _UNREADABLE
-
-
-def _normalised(value: object) -> object:
-    if value is None or type(value) is bytes or type(value) is tuple:
-        return value
-    return _as_bytes(value)
-
-
-def _as_bytes(value: object) -> bytes:
-    """A header value of another type as the bytes it stands for (a broken server's)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return value.encode("latin-1")
-        except UnicodeEncodeError:
-            return _UNREADABLE
-    return _UNREADABLE
-
-
 class HandshakeRequest(NamedTuple):
     """The parts of an opening handshake that the policy judges.
 
@@ -321,23 +111,45 @@ class HandshakeRequest(NamedTuple):
     #: set of raw values (see the module docstring). None: build it from the fields above.
     raw: RawValues | None = None
 
+    @property
+    def site(self) -> Site | None:
+        """Where the site is served from beyond Host (``raw.site``): a trusted proxy's view,
+        ``public_origins``, or https under a ``wss`` scope. A request built by hand carries
+        one in its ``raw``, as it does ``fetch_site``."""
+        raw = self.raw
+        return None if raw is None else raw.site
+
+    @property
+    def fetch_site(self) -> str | None:
+        """``Sec-Fetch-Site`` (``raw.fetch_site``), or None."""
+        raw = self.raw
+        return None if raw is None else raw.fetch_site
+
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any]) -> HandshakeRequest:
+    def from_scope(
+        cls, scope: Mapping[str, Any], deployment: Deployment | None = None
+    ) -> HandshakeRequest:
         """Build a request from an ASGI ``websocket`` scope.
 
         Tolerates every byte sequence in header names and values and reads the optional scope
         keys (``extensions``, ``http_version``, ``scheme``, ``client``) with ``.get``.
+
+        Args:
+            scope: the ASGI scope.
+            deployment: the middleware's ``trusted_proxies`` and ``public_origins``; a
+                trusted peer's ``Forwarded`` / ``X-Forwarded-*`` headers then give the public
+                host, scheme and client address. None: those headers are not read.
         """
         headers = scope.get("headers") or ()
         if type(headers) is not list and type(headers) is not tuple:
             headers = list(headers)
-        o, h, v, k, p = _layout_of(headers)
+        o, h, v, k, p, optional = layout_of(headers)
         # Each field on one line, its value bytes: the usual case, inline.
-        origin = headers[o][1] if type(o) is int else _values(headers, o)
-        host = headers[h][1] if type(h) is int else _values(headers, h)
-        version = headers[v][1] if type(v) is int else _values(headers, v)
-        key = headers[k][1] if type(k) is int else _values(headers, k)
-        protocol = headers[p][1] if type(p) is int else _values(headers, p)
+        origin = headers[o][1] if type(o) is int else values_at(headers, o)
+        host = headers[h][1] if type(h) is int else values_at(headers, h)
+        version = headers[v][1] if type(v) is int else values_at(headers, v)
+        key = headers[k][1] if type(k) is int else values_at(headers, k)
+        protocol = headers[p][1] if type(p) is int else values_at(headers, p)
         if not (
             type(origin) is bytes
             and type(host) is bytes
@@ -348,14 +160,33 @@ class HandshakeRequest(NamedTuple):
             # Absent or repeated fields, or a broken server's values: normalise to bytes (or
             # tuples of bytes), so values of different types never share a cache entry.
             origin, host, version, key, protocol = map(
-                _normalised, (origin, host, version, key, protocol)
+                normalised, (origin, host, version, key, protocol)
             )
         listed = None
         if protocol is None:
             scope_list = scope.get("subprotocols")
             if scope_list and (type(scope_list) is list or type(scope_list) is tuple):
                 listed = tuple(scope_list)
-        raw_key = (origin, host, version, protocol, listed)
+        client = scope.get("client")
+        if not (
+            type(client) is tuple
+            and len(client) == 2
+            and type(client[0]) is str
+            and type(client[1]) is int
+        ):
+            client = client_address(client)
+        scheme = scope.get("scheme", "ws")
+        if optional is None and deployment is None:  # the usual case: nothing optional
+            if scheme == "wss":  # TLS ends here: the public scheme is known (see Site)
+                raw_key: tuple[object, ...] = (origin, host, version, protocol, listed, _WSS)
+            else:
+                raw_key = (origin, host, version, protocol, listed)
+        else:
+            extra, client = _optional(headers, optional, scheme, client, deployment)
+            if extra is None:
+                raw_key = (origin, host, version, protocol, listed)
+            else:
+                raw_key = (origin, host, version, protocol, listed, extra)
         try:
             raw = _ENTRY(raw_key)
         except TypeError:  # an unhashable scope list
@@ -365,19 +196,10 @@ class HandshakeRequest(NamedTuple):
         if type(key) is bytes and b"," not in key:  # one line, one value: the usual case
             keys: tuple[str, ...] = (key.decode("latin-1").strip(_OWS),)
         else:
-            keys = _items(_decoded(key))
-        client = scope.get("client")
-        if not (
-            type(client) is tuple
-            and len(client) == 2
-            and type(client[0]) is str
-            and type(client[1]) is int
-        ):
-            client = client_address(client)
+            keys = items(decoded(key))
         extensions = scope.get("extensions")
         path = scope.get("path", "/")
         http_version = scope.get("http_version", "1.1")
-        scheme = scope.get("scheme", "ws")
         return cls(
             path if type(path) is str else str(path),
             raw.hosts,
@@ -392,6 +214,50 @@ class HandshakeRequest(NamedTuple):
             and "websocket.http.response" in extensions,
             raw,
         )
+
+
+def _optional(
+    headers: list[Any] | tuple[Any, ...],
+    optional: int | tuple[Any, ...] | None,
+    scheme: object,
+    client: tuple[str, int] | None,
+    deployment: Deployment | None,
+) -> tuple[object, tuple[str, int] | None]:
+    """The optional fields' part of the cache key (see ``RawValues.decode``), and the client
+    as the deployment sees it."""
+    texts: list[str | None] = [None, None, None, None]
+    if type(optional) is int:  # one Sec-Fetch-Site line, nothing else: a browser's handshake
+        fetch_raw = normalised(value_at(headers[optional]))
+    elif optional is None:
+        fetch_raw = None
+    else:
+        assert type(optional) is tuple
+        where = optional[0]
+        fetch_raw = (
+            normalised(value_at(headers[where]))
+            if type(where) is int
+            else values_at(headers, where)
+        )
+        texts = [_text(headers, where) for where in optional[1:]]
+    if deployment is None:
+        site = WSS_SITE if scheme == "wss" else None
+    else:
+        site, client = deployment.resolve(client, str(scheme), *texts)
+    if fetch_raw is None:
+        return (None if site is None else _WSS if site is WSS_SITE else (site, None)), client
+    return (site, fetch_raw), client
+
+
+def _text(headers: list[Any] | tuple[Any, ...], where: Any) -> str | None:
+    """An optional field's value as text, repeated lines comma-joined (as daphne joins them)."""
+    if where is None:
+        return None
+    if type(where) is int:
+        value = value_at(headers[where])
+        if type(value) is bytes:
+            return value.decode("latin-1").strip(_OWS)
+        return as_bytes(value).decode("latin-1").strip(_OWS)
+    return ", ".join(decoded(values_at(headers, where)))
 
 
 # -- credentials: read only for a policy that authenticates (``identity.AuthRequest``)
@@ -420,18 +286,18 @@ def credential_fields(scope: Mapping[str, Any]) -> CredentialFields:
     authorizations: list[str] = []
     headers = scope.get("headers") or ()
     for item in headers if type(headers) in (list, tuple) else list(headers):
-        name = _name(item)
+        name = name_at(item)
         if type(name) is not bytes:
             continue
         if name != _COOKIE and name != _AUTHORIZATION:
             name = name.lower()
             if name != _COOKIE and name != _AUTHORIZATION:
                 continue
-        text = _as_bytes(_value(item)).decode("latin-1").strip(_OWS)
+        text = as_bytes(value_at(item)).decode("latin-1").strip(_OWS)
         (cookies if name == _COOKIE else authorizations).append(text)
     query = scope.get("query_string")
     return CredentialFields(
         tuple(cookies),
         tuple(authorizations),
-        _as_bytes(query).decode("latin-1") if query else "",
+        as_bytes(query).decode("latin-1") if query else "",
     )

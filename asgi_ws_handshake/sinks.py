@@ -106,9 +106,8 @@ class LoggingSink:
         level = self.level if event.outcome is Outcome.ACCEPTED else self.rejected_level
         if not self.logger.isEnabledFor(level):
             return
-        self.logger.log(
-            level,
-            "websocket handshake %s %s status=%s reason=%s origin=%s client=%s id=%s",
+        message = "websocket handshake %s %s status=%s reason=%s origin=%s client=%s id=%s"
+        args: list[object] = [
             event.outcome,
             escape(event.path),
             event.status,
@@ -116,8 +115,12 @@ class LoggingSink:
             escape(repr(event.origin)),
             escape(event.client),
             event.id,
-            extra={"ws_handshake": event.to_dict()},
-        )
+        ]
+        would_reject = event.would_reject
+        if would_reject is not None:  # a report-only route let it through
+            message += " would_reject=%s"
+            args.append(would_reject)
+        self.logger.log(level, message, *args, extra={"ws_handshake": event.to_dict()})
 
     def _closed(self, event: CloseEvent) -> None:
         if not self.logger.isEnabledFor(self.level):

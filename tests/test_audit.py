@@ -32,6 +32,7 @@ EXPECTED_FIELDS = {
     "id", "time", "duration", "client", "path", "route", "host", "origin", "subprotocols",
     "subprotocol", "version", "key", "key_valid", "expected_accept", "key_reused", "outcome",
     "reason", "status", "denial", "detail", "store_error", "subject", "credential",
+    "would_reject", "fetch_site", "public_host", "public_scheme",
 }  # fmt: skip
 
 

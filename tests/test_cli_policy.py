@@ -122,7 +122,7 @@ def test_from_mapping_takes_options_only() -> None:
         ('key_reuse_ttl = "ten"', "key_reuse_ttl", "expected a number"),
         ("key_reuse_ttl = -1", "key_reuse_ttl", "must be > 0"),
         ('allow_origins = ["https://*example.com"]', "allow_origins", "invalid origin pattern"),
-        ('allow_origins = ["*"]', "allow_origins", "use allow_any_origin=True"),
+        ('allow_origins = ["*"]', "allow_origins", "use allow_any_origin = true"),
         ('allow_origin_regex = "("', "allow_origin_regex", "invalid allow_origin_regex"),
         ('allow_hosts = ["a.example:80"]', "allow_hosts", "invalid host pattern"),
         ('subprotocols = ["a b"]', "subprotocols", "not an RFC 9110 token"),

@@ -631,7 +631,7 @@ async def test_a_refused_answer_keeps_send_guarded() -> None:
 async def test_a_finished_handshake_leaves_no_reference_cycle() -> None:
     import gc
 
-    from asgi_ws_handshake.middleware import _Connection
+    from asgi_ws_handshake.guard import Connection
 
     async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
@@ -645,7 +645,7 @@ async def test_a_finished_handshake_leaves_no_reference_cycle() -> None:
         await send({"type": "websocket.accept"})
 
     def alive() -> int:
-        return sum(type(o) is _Connection for o in gc.get_objects())
+        return sum(type(o) is Connection for o in gc.get_objects())
 
     gc.collect()
     gc.disable()
@@ -728,15 +728,15 @@ async def test_a_cancelled_connection_closes_as_the_servers() -> None:
 
 
 def test_a_connection_sets_every_slot_of_its_record() -> None:
-    # _Connection sets HandshakeInfo's fields itself (a call fewer per handshake): none may be
+    # Connection sets HandshakeInfo's fields itself (a call fewer per handshake): none may be
     # forgotten when a field is added to the record.
-    from asgi_ws_handshake.middleware import _Connection
+    from asgi_ws_handshake.guard import Connection
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError("not called")
 
     middleware = HandshakeMiddleware(app, audit=[])
-    conn = _Connection(middleware, ws_scope(), Script().receive, Script().send)
+    conn = Connection(middleware, ws_scope(), Script().receive, Script().send)
     slots = [name for klass in type(conn).__mro__ for name in getattr(klass, "__slots__", ())]
     assert len(slots) > 15
     # Except ``auth``: set only by the authenticate step, so that routes without it pay

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_handshake import HandshakeStore, MemoryStore, StoreError
-from asgi_ws_handshake.policy import Rate
+from asgi_ws_handshake.stores.rates import Rate
 from asgi_ws_handshake.stores.redis import RedisStore
 from asgi_ws_handshake.stores.redis_connect import parse_store_url
 from asgi_ws_handshake.stores.redis_scripts import conn_key

@@ -1,4 +1,5 @@
-"""The ``asgi-ws-handshake`` command: ``demo``, ``probe``, ``serve`` and ``check-policy``.
+"""The ``asgi-ws-handshake`` command: ``demo``, ``probe``, ``serve``, ``check-policy`` and
+``suggest-policy``.
 
 Owns argument parsing, exit statuses and printing. The work is done elsewhere: ``probe`` (stdlib
 only), ``config`` (policy files), ``demo`` (needs starlette and uvicorn, imported only there);
@@ -13,23 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from .. import __version__
-from ..config import PolicyFile, PolicyFileError, load_policy_file
+from ..config import PolicyFileError, load_policy_file
+from . import serve as serve_cli
+from . import suggest as suggest_cli
 from .probe import ProbeError, ProbeOptions, error_document, format_report, run_probe
+from .render import render_policy_file
 
 __all__ = ["main"]
 
-# What ``serve`` hands to ``_served_app`` (in this process or in uvicorn's worker processes).
-ENV_APP = "ASGI_WS_HANDSHAKE_APP"
-ENV_POLICY = "ASGI_WS_HANDSHAKE_POLICY"
-ENV_FACTORY = "ASGI_WS_HANDSHAKE_APP_FACTORY"
-ENV_APP_DIR = "ASGI_WS_HANDSHAKE_APP_DIR"
+_SIGPIPE_STATUS = 128 + 13
 _DEMO_MISSING = "the demo needs starlette and uvicorn: pip install 'asgi-ws-handshake[demo]'"
 
 
@@ -101,39 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--insecure", action="store_true", help="skip TLS certificate checks")
     probe.add_argument("--cafile", help="trust these CA certificates (PEM) for wss://")
 
-    serve = sub.add_parser(
-        "serve",
-        help="run any ASGI app under uvicorn behind the middleware, configured by a file",
-        description="Wrap module:app with HandshakeMiddleware as the policy file says and "
-        "run it under uvicorn.",
-    )
-    serve.add_argument("app", help="the ASGI app as module:attribute")
-    serve.add_argument("--policy", required=True, help="the TOML policy file")
-    serve.add_argument("--factory", action="store_true", help="APP is a factory to call")
-    serve.add_argument("--app-dir", default=".", help="directory to import APP from (.)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (8000)")
-    serve.add_argument("--uds", help="bind to this Unix domain socket instead")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes")
-    serve.add_argument(
-        "--proxy-headers",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="trust X-Forwarded-* from --forwarded-allow-ips (uvicorn's default: on)",
-    )
-    serve.add_argument("--forwarded-allow-ips", help="IPs trusted for proxy headers")
-    serve.add_argument("--root-path", default="", help="ASGI root_path behind a proxy")
-    serve.add_argument(
-        "--log-level",
-        choices=["critical", "error", "warning", "info", "debug", "trace"],
-        default="info",
-    )
-    serve.add_argument("--no-access-log", action="store_true", help="disable the access log")
-    serve.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (auto)")
-    serve.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto")
-    serve.add_argument("--ssl-keyfile", help="TLS key file")
-    serve.add_argument("--ssl-certfile", help="TLS certificate file")
-    serve.add_argument("--timeout-keep-alive", type=int, default=None, metavar="S")
+    serve_cli.add_parser(sub)
 
     check = sub.add_parser(
         "check-policy",
@@ -143,20 +112,75 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("policy", help="the TOML policy file")
     check.add_argument("--json", action="store_true", help="print JSON")
+
+    suggest = sub.add_parser(
+        "suggest-policy",
+        help="write a policy file that would have accepted the traffic of an audit log",
+        description="Read JSON Lines audit events (JSONLinesSink), e.g. from a report-only "
+        "rollout, and write a policy file accepting their legitimate traffic: the origins "
+        "(grouped into wildcard patterns), subprotocols and rates seen. A summary of what "
+        "it would refuse goes to stderr.",
+    )
+    suggest.add_argument("audit", nargs="+", help="JSON Lines audit files")
+    suggest.add_argument("-o", "--output", help="write the policy here (default: stdout)")
+    suggest.add_argument(
+        "--headroom", type=float, default=2.0, help="rates: the peak seen times this (2)"
+    )
+    suggest.add_argument(
+        "--min-rate", type=int, default=10, help="rates: at least this many a minute (10)"
+    )
+    suggest.add_argument("--no-rates", action="store_true", help="suggest no rate limits")
+    suggest.add_argument(
+        "--min-handshakes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="allow an origin seen in at least N handshakes (1)",
+    )
+    suggest.add_argument(
+        "--min-clients",
+        type=int,
+        default=1,
+        metavar="N",
+        help="... from at least N client addresses (1)",
+    )
+    suggest.add_argument(
+        "--wildcard-min",
+        type=int,
+        default=3,
+        metavar="N",
+        help="group N or more subdomains of one parent into https://*.parent (3)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Output piped into a reader that stops early (``| head``) ends the command quietly with
+    status 141, as a process ended by SIGPIPE, instead of a ``BrokenPipeError`` traceback.
+    """
     args = _parser().parse_args(argv)
     command: str = args.command
-    if command == "probe":
-        return _probe(args, sys.stdout)
-    if command == "check-policy":
-        return _check_policy(args, sys.stdout)
-    if command == "serve":
-        return _serve(args)
-    return _demo(args)
+    try:
+        if command == "probe":
+            status = _probe(args, sys.stdout)
+        elif command == "check-policy":
+            status = _check_policy(args, sys.stdout)
+        elif command == "suggest-policy":
+            status = _suggest_policy(args, sys.stdout)
+        elif command == "serve":
+            status = serve_cli.serve(args)
+        else:
+            status = _demo(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's advice (signal docs, "Note on SIGPIPE"): point stdout at devnull so that
+        # the interpreter's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _SIGPIPE_STATUS
+    return status
 
 
 def _error(message: str) -> None:
@@ -214,108 +238,43 @@ def _check_policy(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(value)
-
-
-def _toml_table(data: dict[str, Any]) -> list[str]:
-    return [
-        f"# {key}: not set" if value is None else f"{key} = {_toml_value(value)}"
-        for key, value in data.items()
-    ]
-
-
-def render_policy_file(config: PolicyFile) -> str:
-    """The effective configuration as TOML, every option explicit (a valid policy file)."""
-    described = config.describe()
-    lines = [f"# effective policy from {described['source']}", "# default policy"]
-    lines += _toml_table(described["policy"])
-    lines.append(f"store = {_toml_value(described['store'])}")
-    if not described["audit"]:
-        lines.append("audit = []  # no sinks")
-    for glob, policy in described["routes"].items():
-        lines += ["", f"[routes.{json.dumps(glob)}]", *_toml_table(policy)]
-    for sink in described["audit"]:
-        lines += ["", "[[audit]]", *_toml_table(sink)]
-    lines += ["", "[middleware]", *_toml_table(described["middleware"])]
-    return "\n".join(lines)
-
-
-def _served_app() -> Any:
-    """The ASGI app ``serve`` runs: the user's app behind the middleware, from the environment.
-
-    A factory named by import string, so that uvicorn's worker processes can build it too.
-    """
-    from uvicorn.importer import import_from_string
-
-    app_dir = os.environ.get(ENV_APP_DIR)
-    if app_dir and app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
-    app = import_from_string(os.environ[ENV_APP])
-    if os.environ.get(ENV_FACTORY) == "1":
-        app = app()
-    return load_policy_file(os.environ[ENV_POLICY]).middleware(app)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_policy_file(args.policy)
-    except PolicyFileError as exc:
-        _error(str(exc))
-        return 1
-    try:
-        import uvicorn
-        from uvicorn.importer import ImportFromStringError, import_from_string
-    except ImportError:
-        _error("serve needs uvicorn: pip install uvicorn")
-        return 1
-    app_dir = os.path.abspath(args.app_dir)
-    sys.path.insert(0, app_dir)
-    try:
-        import_from_string(args.app)
-    except ImportFromStringError as exc:
-        _error(f"cannot load the app {args.app!r}: {exc}")
-        return 1
-    if (args.workers or 1) > 1 and config.store.type == "memory":
+def _suggest_policy(args: argparse.Namespace, out: TextIO) -> int:
+    for name, value in (("--headroom", args.headroom), ("--min-rate", args.min_rate)):
+        if not value > 0:
+            _error(f"{name} must be > 0, got {value}")
+            return 2
+    rates = not args.no_rates
+    if rates and importlib.util.find_spec("limits") is None:
         print(
-            "asgi-ws-handshake: note: each worker has its own memory store; reused keys are "
-            "only caught within one worker (use store = { type = 'redis', ... })",
+            "asgi-ws-handshake: note: rates left out: rate_limit needs the limits extra "
+            "(pip install 'asgi-ws-handshake[limits]')",
             file=sys.stderr,
         )
-    os.environ[ENV_APP] = args.app
-    os.environ[ENV_POLICY] = os.path.abspath(args.policy)
-    os.environ[ENV_FACTORY] = "1" if args.factory else ""
-    os.environ[ENV_APP_DIR] = app_dir
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "uds": args.uds,
-        "workers": args.workers,
-        "root_path": args.root_path,
-        "log_level": args.log_level,
-        "access_log": not args.no_access_log,
-        "ws": args.ws,
-        "lifespan": args.lifespan,
-        "ssl_keyfile": args.ssl_keyfile,
-        "ssl_certfile": args.ssl_certfile,
-    }
-    if args.proxy_headers is not None:
-        options["proxy_headers"] = args.proxy_headers
-    if args.forwarded_allow_ips is not None:
-        options["forwarded_allow_ips"] = args.forwarded_allow_ips
-    if args.timeout_keep_alive is not None:
-        options["timeout_keep_alive"] = args.timeout_keep_alive
-    uvicorn.run("asgi_ws_handshake.cli:_served_app", factory=True, **options)
+        rates = False
+    options = suggest_cli.Options(
+        headroom=args.headroom,
+        min_handshakes=args.min_handshakes,
+        min_clients=args.min_clients,
+        wildcard_min=max(2, args.wildcard_min),
+        min_rate=args.min_rate,
+        rates=rates,
+    )
+    try:
+        events, skipped = suggest_cli.read_events(suggest_cli.lines_of(args.audit))
+    except OSError as exc:
+        _error(f"cannot read {exc.filename}: {exc.strerror or exc}")
+        return 1
+    if not events:
+        _error(f"no audit events in {', '.join(args.audit)}")
+        return 1
+    suggestion = suggest_cli.suggest(events, skipped, options)
+    text = suggest_cli.render(suggestion, ", ".join(args.audit))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as file:
+            file.write(text)
+    else:
+        out.write(text)
+    suggest_cli.summary(suggestion, sys.stderr)
     return 0
 
 

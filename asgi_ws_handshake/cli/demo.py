@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audit import AuditEvent, CloseEvent
 from ..authenticators import Tickets
+from ..logs import quiet_uvicorn_denials
 from ..middleware import HandshakeMiddleware, get_handshake
 from ..policy import HandshakePolicy
 from ..sinks import LoggingSink
@@ -308,7 +309,7 @@ async def run_demo(
 
     feed = AuditFeed()
     protected, foreign = build_apps(feed, ws_url)
-    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
+    quiet_uvicorn_denials()  # uvicorn's ERROR after each of the guard's refusals
     servers = [
         _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
         for app in (protected, foreign)
@@ -355,14 +356,6 @@ async def run_demo(
         main_sock.close()
         foreign_sock.close()
     return status
-
-
-class _DenialNoise(logging.Filter):
-    """uvicorn logs this error after every ``websocket.http.response`` denial, although the
-    client got the middleware's response (not a 500); in the demo it would drown the audit."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 def configure_logging() -> None:

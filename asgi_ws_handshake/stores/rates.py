@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RateLimiter", "require_limits"]
+__all__ = ["Rate", "RateLimiter", "parse_rate", "require_limits"]
 
 _INSTALL = "pip install 'asgi-ws-handshake[limits]'"
 
@@ -22,6 +23,34 @@ def require_limits(what: str) -> Any:
     except ImportError as exc:
         raise ImportError(f"{what} needs the limits package: {_INSTALL}") from exc
     return limits
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``limit`` handshakes per ``window`` seconds."""
+
+    limit: int
+    window: int
+
+
+def parse_rate(value: str, option: str = "rate") -> Rate:
+    """Parse one rate in the ``limits`` notation (``"30/minute"``, ``"5 per 10 seconds"``).
+
+    Raises:
+        ValueError: naming the value when it is not a rate, or allows nothing.
+        ImportError: when the ``limits`` package (the ``limits`` extra) is missing.
+    """
+    limits = require_limits(option)
+    try:
+        item = limits.parse(value) if isinstance(value, str) else None
+    except ValueError:
+        item = None
+    if item is None:
+        raise ValueError(f"invalid {option} {value!r}: expected a rate such as '30/minute'")
+    rate = Rate(int(item.amount), int(item.get_expiry()))
+    if rate.limit < 1 or rate.window < 1:
+        raise ValueError(f"invalid {option} {value!r}: needs a count and a window of at least 1")
+    return rate
 
 
 class RateLimiter:
