@@ -21,7 +21,11 @@ loop wakes every 0.1 s (a wall-clock tick: the slower run would count more of th
 server runs without it (``TicklessServer``: the same ``uvicorn.Server``, its main loop
 waiting for the signal instead); the warm-up (default 1,100) fills the guarded app's
 ``MemorySink`` (1,000 events), so that the measured connections find it in its steady state;
-and the process ends with ``os._exit`` once uvicorn has shut down, skipping the
+after the warm-up the client signals the server (SIGUSR1) to freeze its heap (``gc.freeze``),
+so that collections traverse what the measured connections create and keep, not uvicorn's
+and Django's modules (a full collection of the whole heap costs some 20 million
+instructions, and whether one falls inside the measured window is a step function of the
+count); and the process ends with ``os._exit`` once uvicorn has shut down, skipping the
 interpreter's teardown (in both runs).
 
 Reported: instructions per connection for each variant, the guard's added over bare (ours,
@@ -38,6 +42,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import gc
 import os
 import random
 import signal
@@ -72,6 +77,9 @@ CLOSE_FRAME = bytes([0x88, 0x82, 0x01, 0x02, 0x03, 0x04]) + bytes([0x03 ^ 0x01, 
 #: Seconds the client waits before each step of a connection (the server under valgrind
 #: needs about a millisecond per step; see ``connection``).
 PAUSE = 0.004
+
+#: The signal that tells the server to freeze its heap (``gc.freeze``) after the warm-up.
+FREEZE = signal.SIGUSR1
 
 #: (warm, count)
 FULL = (1100, 1000)
@@ -112,6 +120,12 @@ def serve(app: str, port: int) -> None:
         log_level="error",
         workers=1,
     )
+
+    def freeze(sig: int, frame: FrameType | None) -> None:
+        gc.collect()
+        gc.freeze()
+
+    signal.signal(FREEZE, freeze)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it caught
         TicklessServer(config).run()
     # No teardown: the interpreter's final collections would traverse whatever the served
@@ -208,7 +222,11 @@ def count_instructions(name: str, warm: int, measured: int) -> int:
         try:
             first, *rest = keys(1 + warm + measured)
             _first_connection(port, first, proc, out)
-            for key in rest:
+            for key in rest[:warm]:
+                connection(port, key)
+            proc.send_signal(FREEZE)  # the heap so far leaves the collector's view
+            time.sleep(0.5)
+            for key in rest[warm:]:
                 connection(port, key)
             time.sleep(0.1)  # the last connection's app task ends (no work while idle)
             proc.send_signal(signal.SIGINT)
