@@ -9,13 +9,14 @@ plumbing, the app and, for ``guarded`` and ``channels``, the guard. This process
 client and is not counted.
 
 A connection here: open a socket, send the upgrade request, read the 101, send a close frame
-and read until the server closes, one connection at a time, the client pausing before each
-step so that the server is idle when it arrives (its event loop then runs the same
-iterations in every run). Same keys in the same order in both runs, ``PYTHONHASHSEED=0``,
+and read until the server closes, one connection at a time, the client waiting before each
+step until the server sits idle in ``epoll_wait`` (``/proc/PID/wchan``), so that each step
+wakes it once and its event loop runs the same iterations in every run, however busy the
+machine. Same keys in the same order in both runs, ``PYTHONHASHSEED=0``,
 one worker, ``--ws websockets-sansio``, no access log, no lifespan. Reruns agree to a few
-hundred instructions per connection, and counts of N=600, 1,000 and 1,500 within 1.5% (at
-N=300 they come out about 10% lower: work that falls every few hundred connections, such
-as the older collections, is then missed).
+dozen instructions per connection; counts with N=600, 1,000 and 1,500 connections within 3%
+of each other (at N=300 the guard's comes out some 5% lower: work that falls every few
+hundred connections, such as the older generations' collections, is then missed).
 
 Three things would otherwise count what a server does not pay per handshake: uvicorn's main
 loop wakes every 0.1 s (a wall-clock tick: the slower run would count more of them), so the
@@ -75,9 +76,9 @@ LABELS = {
 HOST_PORT = 8000
 #: A masked close frame, code 1000 (RFC 6455 5.5.1): the client's half of the closing handshake.
 CLOSE_FRAME = bytes([0x88, 0x82, 0x01, 0x02, 0x03, 0x04]) + bytes([0x03 ^ 0x01, 0xE8 ^ 0x02])
-#: Seconds the client waits before each step of a connection (the server under valgrind
-#: needs about a millisecond per step; see ``connection``).
-PAUSE = 0.004
+#: Seconds the client waits before each step of a connection where it cannot see whether
+#: the server is idle (no ``/proc``; see ``idle``).
+PAUSE = 0.005
 
 #: The signal that tells the server to freeze its heap (``gc.freeze``) after the warm-up.
 FREEZE = signal.SIGUSR1
@@ -144,24 +145,44 @@ def keys(count: int) -> list[str]:
     return [base64.b64encode(rng.randbytes(16)).decode() for _ in range(count)]
 
 
-def connection(port: int, key: str) -> None:
+def idle(pid: int) -> None:
+    """Wait until the server process sits in ``epoll_wait`` with nothing to do.
+
+    Read from ``/proc/PID/wchan`` (Linux), twice in a row a moment apart; where it cannot be
+    read, sleep ``PAUSE`` instead. Bounded in time.
+    """
+    wchan = Path(f"/proc/{pid}/wchan")
+    deadline = time.monotonic() + TIMEOUT
+    seen = 0
+    while seen < 2 and time.monotonic() < deadline:
+        try:
+            waiting = "epoll" in wchan.read_text()
+        except OSError:
+            time.sleep(PAUSE)
+            return
+        seen = seen + 1 if waiting else 0
+        time.sleep(0.0005)
+
+
+def connection(port: int, key: str, wait: Callable[[], None]) -> None:
     """One connection: the handshake, then the closing handshake, until the server closes.
 
-    The client pauses before each step (``PAUSE``), so each step finds the server idle and
-    wakes it once: the server's event loop then runs the same iterations in every run.
+    Before each step the client waits (``wait``) until the server is idle, so each step wakes it
+    once and it runs the same event-loop iterations in every run, whatever else the machine
+    is doing.
     """
     sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        time.sleep(PAUSE)
+        wait()
         sock.sendall(upgrade_request(HOST_PORT, key))
         answer = _read(sock, lambda data: b"\r\n\r\n" in data)
         if not answer.startswith(b"HTTP/1.1 101"):
             raise RuntimeError(f"handshake refused: {answer[:200]!r}")
-        time.sleep(PAUSE)
+        wait()
         sock.sendall(CLOSE_FRAME)
         _read(sock, lambda data: False)  # until the server closes
-    time.sleep(PAUSE)
+    wait()
 
 
 def _read(sock: socket.socket, done: Callable[[bytes], bool]) -> bytes:
@@ -183,7 +204,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _first_connection(port: int, key: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _first_connection(
+    port: int, key: str, proc: subprocess.Popen[bytes], log: Path, wait: Callable[[], None]
+) -> None:
     """Wait until the server listens, then make one whole connection (as in every run)."""
     deadline = time.monotonic() + 300  # uvicorn's imports under valgrind take a while
     while time.monotonic() < deadline:
@@ -196,7 +219,8 @@ def _first_connection(port: int, key: str, proc: subprocess.Popen[bytes], log: P
             continue
         # That probe reached the server (one connection opened and closed, in every run);
         # the first handshake then proves the app is loaded.
-        connection(port, key)
+        wait()
+        connection(port, key, wait)
         return
     raise TimeoutError(f"server did not listen on {port}")
 
@@ -221,15 +245,17 @@ def count_instructions(name: str, warm: int, measured: int) -> int:
                 argv, cwd=ROOT, env=valgrind.environment(), stdout=sink, stderr=subprocess.STDOUT
             )
         try:
+            wait = functools.partial(idle, proc.pid)
             first, *rest = keys(1 + warm + measured)
-            _first_connection(port, first, proc, out)
+            _first_connection(port, first, proc, out, wait)
             for key in rest[:warm]:
-                connection(port, key)
-            proc.send_signal(FREEZE)  # the heap so far leaves the collector's view
-            time.sleep(0.5)
+                connection(port, key, wait)
+            # The heap so far leaves the collector's view, frozen while the server is idle,
+            # so at the same point in every run.
+            proc.send_signal(FREEZE)
+            wait()
             for key in rest[warm:]:
-                connection(port, key)
-            time.sleep(0.1)  # the last connection's app task ends (no work while idle)
+                connection(port, key, wait)
             proc.send_signal(signal.SIGINT)
             proc.wait(120)
         finally:
