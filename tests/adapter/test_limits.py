@@ -229,14 +229,16 @@ async def test_a_store_that_never_answers_is_cut_off(monkeypatch: pytest.MonkeyP
 
 
 class FlakyStore(MemoryStore):
-    """A store on another server: answers with awaitables, and can be down."""
+    """A store on another server: answers with awaitables, and can be down (or fail for
+    some keys only)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down = False
+        self.failing: set[str] = set()
 
     async def remember_key(self, key: str, ttl: float) -> bool:  # type: ignore[override]
-        if self.down:
+        if self.down or key in self.failing:
             raise StoreError("down")
         return MemoryStore.remember_key(self, key, ttl)
 
@@ -262,11 +264,17 @@ async def test_a_key_accepted_during_an_outage_is_remembered_once_the_store_is_b
     store.down = True
     await once(replayed)  # "flag" cannot refuse: it passes, marked
     store.down = False
-    await once(new_key())  # the store answers again: the missed key is handed over
+    store.failing = {replayed}
+    await once(new_key())  # the store answers again, but the hand-over fails: kept for later
+    assert mw.backlog._flushing is not None
+    await asyncio.wait_for(mw.backlog._flushing, 5)
+    assert [key for key, _ in mw.backlog.keys] == [replayed]
+    store.failing = set()
+    await once(new_key())  # the missed key is handed over now
     assert mw.backlog._flushing is not None
     await asyncio.wait_for(mw.backlog._flushing, 5)
     await once(replayed)
-    first, _, again = sink.events
+    first, _, _, again = sink.events
     assert (first.store_error, first.key_reused) == (True, None)
     assert (again.store_error, again.key_reused) == (False, True)  # the reuse is seen
     assert len(mw.backlog.keys) == 0

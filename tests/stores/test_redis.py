@@ -4,6 +4,7 @@ directly; policy files that configure it. ``MemoryStore``: tests/stores/test_mem
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -254,23 +255,30 @@ async def test_redis_restart_does_not_fail_calls_on_stale_pooled_connections(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_redis_outage_ends_within_one_retry_window_of_the_restart(
-    kind: str, tmp_path: Path
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with redis_server(tmp_path, kind) as server:
 
         async def scenario(store: RedisStore) -> tuple[list[str], list[object]]:
             await mixed_calls(store, 30, "warm")
+            await store.acquire("held", {"r:total": 10**6})  # refreshed every lease_ttl / 3
             server.stop()
             failures = [
                 str(result).split(":")[1].strip()
                 for result in await mixed_calls(store, 30, "down")
                 if isinstance(result, StoreError)
             ]
+            # The lease refresher fails too, says so, and keeps going.
+            deadline = time.monotonic() + 10
+            while "could not refresh connection leases" not in caplog.text:
+                assert time.monotonic() < deadline, "no refresh was tried while the server was down"
+                await asyncio.sleep(0.05)
             server.start()
             await asyncio.sleep(store.retry_interval)  # the window the outage opened
             return failures, await mixed_calls(store, 60, "back")
 
-        during, after = await with_store(server, scenario, retry_interval=0.5)
+        with caplog.at_level(logging.WARNING, logger="asgi_ws_handshake"):
+            during, after = await with_store(server, scenario, retry_interval=0.5, lease_ttl=1.0)
     # While down: the first calls find the server gone, the rest fail fast.
     assert set(during) <= {"ConnectionError", "store unavailable (retrying shortly)"}
     assert "ConnectionError" in during
