@@ -267,7 +267,7 @@ def describe_policy(policy: HandshakePolicy) -> dict[str, Any]:
     """Every public option of ``policy`` as JSON-safe values."""
     out: dict[str, Any] = {}
     for f in fields(policy):
-        if f.name.startswith("_"):
+        if not f.init:  # (derived state, not an option)
             continue
         value = getattr(policy, f.name)
         if isinstance(value, re.Pattern):

@@ -24,6 +24,7 @@ from .delivery import Auditor
 from .logs import note_denial
 from .proxies import Deployment
 from .request import HandshakeRequest
+from .session import caused_by
 
 __all__ = [
     "ASGIApp",
@@ -49,10 +50,6 @@ logger = logging.getLogger("asgi_ws_handshake")
 _RESERVED = (b"sec-websocket-", b"upgrade", b"connection")
 _ANSWERS = "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'"
 _perf = time.perf_counter
-
-
-def _next_serial() -> int:
-    return IDS.next()
 
 
 class HandshakeDenied(OSError):
@@ -116,7 +113,7 @@ class Connection(StoreChecks):
         self.request = HandshakeRequest.from_scope(scope, mw.deployment)
         self.route = "default"
         self.redact = mw.redact
-        self._serial = _next_serial()
+        self._serial = IDS.next()
         self.decision = None
         self.key_reused = None
         self.store_error = False
@@ -337,7 +334,7 @@ class Connection(StoreChecks):
                 await self.deny(self.refuse(Reason.APP_ERROR, why), Outcome.APP_ERROR)
         # Our own refusal, come back out of the app (perhaps wrapped by the app or its
         # framework): the client has its answer, nothing for the server.
-        return self.denied is not None and _caused_by(exc, self.denied)
+        return self.denied is not None and caused_by(exc, self.denied)
 
     async def app_returned(self) -> None:
         """The app returned without answering the handshake."""
@@ -385,35 +382,10 @@ class Connection(StoreChecks):
         if self.audited:
             return
         self.audited = True
-        mw = self.mw
-        auditor = mw.auditor
+        auditor = self.mw.auditor
         if not auditor.choosy or auditor.wants(outcome):
-            auditor.emit(
-                AuditEvent.build(
-                    handshake=self,
-                    outcome=outcome,
-                    status=status,
-                    reason=reason,
-                    denial=denial,
-                    detail=detail,
-                    selected=selected,
-                    time=mw.clock(),
-                    duration=_perf() - self.started,
-                )
-            )
+            auditor.emit(self.event(outcome, reason, status, denial, detail, selected))
 
 
 def _finished(*args: object) -> Any:
     raise RuntimeError("the ASGI connection has ended")
-
-
-def _caused_by(exc: BaseException, cause: BaseException) -> bool:
-    """Whether ``cause`` is ``exc`` or in its chain of causes and contexts."""
-    seen: BaseException | None = exc
-    for _ in range(16):
-        if seen is None:
-            return False
-        if seen is cause:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

@@ -175,11 +175,8 @@ class HandshakeMiddleware:
                     decision = checked
                 else:  # the store (or authenticate) suspended: wait for its answers
                     decision = await checked  # type: ignore[misc]
-                # An identity for the app, a deadline for the connection (session.py). (The
-                # policy's ``sessions``, read as its two fields: no property call per handshake.)
-                if (
-                    policy.authenticate is not None or policy.max_connection_age is not None
-                ) and type(decision) is Accept:
+                # An identity for the app, a deadline for the connection (session.py).
+                if policy.sessions and type(decision) is Accept:
                     scope, app = open_session(conn, policy, scope, app)
             conn.decision = decision
             if type(decision) is Reject:

@@ -137,12 +137,18 @@ class HandshakePolicy:
     _total_rate: Rate | None = field(init=False, repr=False, compare=False)
     _origin_matcher: OriginMatcher = field(init=False, repr=False, compare=False)
     _same_origin: bool = field(init=False, repr=False, compare=False)
-    _store_checks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: The checks that need the store, in the order they run: ``"client_rate"``,
+    #: ``"total_rate"``, ``"key_reuse"``, ``"connections"`` (those this policy enables).
+    store_checks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: Whether accepted connections carry more than the handshake: an identity
+    #: (``authenticate``) or a deadline (``max_connection_age``).
+    sessions: bool = field(init=False, repr=False, compare=False)
+    #: Whether the handshake goes on to step 5: the store checks (rates, reused keys,
+    #: connection caps), ``authenticate`` or a connection deadline.
+    stateful: bool = field(init=False, repr=False, compare=False)
     _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _host_suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _token: int = field(init=False, repr=False, compare=False)
-    _stateful: bool = field(init=False, repr=False, compare=False)
-    _sessions: bool = field(init=False, repr=False, compare=False)
     _cross_site_check: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -214,29 +220,11 @@ class HandshakePolicy:
             ("key_reuse", self.key_reuse != "ignore"),
             ("connections", bool(self.max_connections or self.max_connections_per_client)),
         )
-        set_(self, "_store_checks", tuple(name for name, on in checks if on))
+        set_(self, "store_checks", tuple(name for name, on in checks if on))
         check_identity_options(self)
         sessions = self.authenticate is not None or self.max_connection_age is not None
-        set_(self, "_sessions", sessions)
-        set_(self, "_stateful", bool(self._store_checks) or sessions)
-
-    @property
-    def stateful(self) -> bool:
-        """Whether the handshake goes on to step 5: the store checks (rates, reused keys,
-        connection caps), ``authenticate`` or a connection deadline."""
-        return self._stateful
-
-    @property
-    def sessions(self) -> bool:
-        """Whether accepted connections carry more than the handshake: an identity
-        (``authenticate``) or a deadline (``max_connection_age``)."""
-        return self._sessions
-
-    @property
-    def store_checks(self) -> tuple[str, ...]:
-        """The checks that need the store, in the order they run: ``"client_rate"``,
-        ``"total_rate"``, ``"key_reuse"``, ``"connections"`` (those this policy enables)."""
-        return self._store_checks
+        set_(self, "sessions", sessions)
+        set_(self, "stateful", bool(self.store_checks) or sessions)
 
     @property
     def client_rate(self) -> Rate | None:

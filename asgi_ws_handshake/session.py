@@ -45,7 +45,7 @@ class _Connection(Protocol):
     def now(self) -> float: ...
 
 
-__all__ = ["CLOSE_GRACE", "Expiry", "GuardClosed", "open_session"]
+__all__ = ["CLOSE_GRACE", "Expiry", "GuardClosed", "caused_by", "open_session"]
 
 logger = logging.getLogger("asgi_ws_handshake")
 
@@ -134,7 +134,7 @@ class Expiry:
             try:
                 await app(scope, receive, send)
             except BaseException as exc:
-                if self.error is None or not _caused_by(exc, self.error):
+                if self.error is None or not caused_by(exc, self.error):
                     raise
                 # The guard's close came back out of the app: the client has its close.
             finally:
@@ -216,7 +216,7 @@ class Expiry:
                 task.cancel()
 
 
-def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+def caused_by(exc: BaseException, cause: BaseException) -> bool:
     """Whether ``cause`` is ``exc`` or in its chain of causes and contexts (bounded)."""
     seen: BaseException | None = exc
     for _ in range(16):

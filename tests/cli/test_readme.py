@@ -58,7 +58,7 @@ def test_the_option_tables_are_generated_from_the_option_definitions() -> None:
 
 
 def test_the_option_definitions_match_the_classes() -> None:
-    fields = {f.name: f for f in dataclasses.fields(HandshakePolicy) if not f.name.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(HandshakePolicy) if f.init}
     assert [o.name for o in POLICY] == list(fields)
     for option in POLICY:
         assert ast.literal_eval(option.default) == fields[option.name].default, option.name
