@@ -137,3 +137,26 @@ def test_memory_store_redeem_is_bounded_and_expires() -> None:
     now[0] = 11.0
     assert store.redeem("c", 10)  # the expired ones made room
     assert store.redeem("a", 10)  # and an expired ticket id is forgotten
+
+
+def test_at_its_bound_after_churn_a_key_costs_what_the_readme_says() -> None:
+    """What the store holds at its bound once both generations have filled and rotated: the
+    README's figure (about 135 B per key, key string included; the old store held ~248)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        store = MemoryStore(max_keys=20_000)
+        for _ in range(3):  # three times the bound: churned
+            batch = [new_key() for _ in range(20_000)]
+            for key in batch:
+                store.remember_key(key, 600.0)
+            del batch
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert 10_000 <= len(store) <= 20_000  # bounded; the latest half always held
+    assert retained / len(store) < 160, retained / len(store)

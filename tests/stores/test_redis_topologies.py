@@ -2,10 +2,11 @@
 replicas) and a Sentinel setup (primary, replica, three Sentinels), each shared by uvicorn
 workers through ``redis+cluster://`` and ``redis+sentinel://`` URLs.
 
-Reused keys, rates and connection caps hold across the workers; then a primary is killed
-under load and its replica promoted: the fail-closed workers refuse (503) and the fail-open
-ones let handshakes through marked ``store_error`` for a bounded time, then both recover by
-themselves, and every handshake is audited exactly once with the status its client got.
+Reused keys, rates, connection caps and one-time tickets hold across the workers; then a
+primary is killed under load and its replica promoted: the fail-closed workers refuse (503)
+and the fail-open ones let handshakes through marked ``store_error`` for a bounded time, then
+both recover by themselves, and every handshake is audited exactly once with the status its
+client got.
 The failover test kills a node, so it runs last for each deployment.
 """
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +48,14 @@ from tests.redis_topologies import (
     local_cluster,
     local_sentinel,
 )
-from tests.support import Server, new_key
+from tests.support import (
+    Server,
+    handshake_lines,
+    new_key,
+    raw_handshake,
+    running,
+    uvicorn_argv,
+)
 
 PREFIX = "topo:"
 CONN_TAG = f"{{{PREFIX}conn:default}}"  # every connection counter of the default route
@@ -120,6 +130,29 @@ def test_fleet_shares_keys_rates_and_caps(deployment: Deployment) -> None:
         wait_until(lambda: handshake(b, client).status == 101, "the closed lease is released")
     finally:
         on_b.close()
+
+
+def test_a_ticket_is_redeemed_once_across_the_fleet(deployment: Deployment, tmp_path: Path) -> None:
+    """A one-time ticket (authenticators.Tickets) issued by one worker opens one socket on
+    another, and is refused as replayed by every worker after: redeemed through the cluster
+    or the Sentinel-managed primary."""
+    env = {"WSH_REDIS_URL": deployment.setup.url, "WSH_REDIS_PREFIX": f"tickets-{id(tmp_path)}:"}
+    argv = uvicorn_argv("websockets-sansio", "tests.apps.identity:app")
+    with (
+        running("tickets-a", argv, tmp_path, env=env) as a,
+        running("tickets-b", argv, tmp_path, env=env) as b,
+    ):
+        url = f"http://127.0.0.1:{a.port}/issue?sub=frank"
+        with urllib.request.urlopen(url, timeout=5) as answer:  # 127.0.0.1 only
+            issued = json.loads(answer.read())["ticket"]
+        path = f"/ticket?ticket={issued}"
+        first = raw_handshake(b.port, handshake_lines(b.host, path=path, key=new_key()))
+        assert first.status == 101
+        for worker in (a, b):
+            replay = raw_handshake(
+                worker.port, handshake_lines(worker.host, path=path, key=new_key())
+            )
+            assert (replay.status, replay.body) == (401, b"auth_replayed\n")
 
 
 async def test_a_store_on_a_client_the_caller_built(deployment: Deployment) -> None:
