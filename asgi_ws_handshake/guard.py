@@ -109,7 +109,7 @@ class Connection(StoreChecks):
 
     def __init__(self, mw: Guarded, scope: Scope, receive: Receive, send: Send) -> None:
         # HandshakeInfo's fields, set here rather than through its __init__ (a call fewer on
-        # every handshake; tests/test_middleware.py checks that every slot is set).
+        # every handshake; tests/adapter/test_middleware.py checks that every slot is set).
         self.request = HandshakeRequest.from_scope(scope, mw.deployment)
         self.route = "default"
         self.redact = mw.redact

@@ -1,8 +1,8 @@
 """The handshake cases of the server compatibility matrix and how to observe one.
 
-Shared by ``tests/test_servers.py`` (which asserts per-server expectations) and
+Shared by ``tests/servers/test_servers.py`` (which asserts per-server expectations) and
 ``tests/compat_table.py`` (which regenerates the README table from what it observes).
-Every request goes to a real server process on 127.0.0.1 running ``tests.app``.
+Every request goes to a real server process on 127.0.0.1 running ``tests.apps.main``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from asgi_ws_handshake import accept_key
-from tests.app import ALLOWED_ORIGIN
+from tests.apps.main import ALLOWED_ORIGIN
 from tests.support import (
     SERVERS,
     RawResponse,

@@ -4,7 +4,7 @@
     python -m tests.compat_table --check    # exit 1 when README.md is out of date
 
 Every case of ``tests/compat.py`` is sent to each server (real processes on 127.0.0.1) and the
-table is rendered from the observations. ``tests/test_servers.py`` asserts the same cases
+table is rendered from the observations. ``tests/servers/test_servers.py`` asserts the same cases
 against the per-server expectations, and ``test_readme_table_matches_expectations`` keeps the
 README in step with them.
 """

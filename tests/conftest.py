@@ -1,15 +1,17 @@
-from __future__ import annotations
+"""The suite's plugins and options (pytest reads ``pytest_plugins`` only here, at the top).
 
-from collections.abc import Iterator
+Layout: tests/core (the pure core), tests/adapter (the middleware in process, through the
+scripted harness of tests/asgi.py), tests/servers (real servers), tests/cli (the command and
+the docs), tests/stores (the stores, real Redis and Valkey); the apps servers run are in
+tests/apps, shared support beside this file.
+"""
+
+from __future__ import annotations
 
 import pytest
 
-from tests.support import Server, start_server, uvicorn_argv
-
 #: The ``redis`` fixture (a real redis-server, then valkey-server) is shared from there.
 pytest_plugins = ["tests.redis_server", "asgi_ws_handshake.testing"]
-
-UVICORN_WS = ["websockets-sansio", "websockets", "wsproto"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,14 +25,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
-
-
-@pytest.fixture(scope="session", params=UVICORN_WS)
-def uvicorn_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A real uvicorn running tests.app on 127.0.0.1, one per --ws implementation."""
-    ws = str(request.param)
-    server = start_server(f"uvicorn-{ws}", uvicorn_argv(ws), tmp_path_factory.mktemp(ws))
-    yield server
-    server.stop()

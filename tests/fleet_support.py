@@ -1,5 +1,5 @@
 """Helpers for the tests that run a fleet of real uvicorn processes over a shared Redis:
-starting ``tests.redis_app`` workers, raw handshakes from chosen client addresses, held
+starting ``tests.apps.fleet`` workers, raw handshakes from chosen client addresses, held
 connections, and an asyncio load generator that records every handshake it sends.
 
 Each worker is a separate ``uvicorn`` on its own port, as machines behind a load balancer are;
@@ -45,7 +45,7 @@ FLEET_POLICY = {
 def argv() -> list[str]:
     return uvicorn_argv(
         "websockets-sansio",
-        "tests.redis_app:app",
+        "tests.apps.fleet:app",
         "--proxy-headers",
         "--forwarded-allow-ips",
         "127.0.0.1",
@@ -55,7 +55,7 @@ def argv() -> list[str]:
 def start_app(
     name: str, tmp: Path, url: str, prefix: str, policy: dict[str, Any], **env: str
 ) -> Server:
-    """One uvicorn worker running ``tests.redis_app`` over the store at ``url``."""
+    """One uvicorn worker running ``tests.apps.fleet`` over the store at ``url``."""
     return start_server(
         name,
         argv(),

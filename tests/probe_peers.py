@@ -8,7 +8,7 @@ started and stopped by the tests, bounded in bytes and time.
   sloppier variants), with an exact origin check;
 - ``plain_http_server``: the standard library's HTTP server, which answers 200 or 404.
 
-Django Channels' ``OriginValidator`` under daphne is ``tests/probe_channels_app.py``.
+Django Channels' ``OriginValidator`` under daphne is ``tests/apps/probe_channels.py``.
 """
 
 from __future__ import annotations

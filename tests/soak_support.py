@@ -1,4 +1,4 @@
-"""Helpers for the real-server soak and vanishing-client tests: the ``tests.soak_app``
+"""Helpers for the real-server soak and vanishing-client tests: the ``tests.apps.soak``
 diagnostic endpoint and the server-log check.
 """
 
@@ -18,7 +18,7 @@ UVICORN_SPURIOUS = "ASGI callable returned without completing handshake."
 
 
 def diag(server: Server) -> dict[str, Any]:
-    """GET /__diag from a server running ``tests.soak_app``."""
+    """GET /__diag from a server running ``tests.apps.soak``."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /__diag HTTP/1.1\r\nHost: diag\r\nConnection: close\r\n\r\n")
         data = b""

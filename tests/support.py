@@ -254,7 +254,7 @@ def start_server(
     raise AssertionError("unreachable")
 
 
-def uvicorn_argv(ws: str, app: str = "tests.app:app", *extra: str) -> list[str]:
+def uvicorn_argv(ws: str, app: str = "tests.apps.main:app", *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -273,15 +273,35 @@ def uvicorn_argv(ws: str, app: str = "tests.app:app", *extra: str) -> list[str]:
     ]
 
 
-def hypercorn_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+def serve_argv(policy: Path, *extra: str) -> list[str]:
+    """The project's own ``serve`` command running ``tests.apps.main:downstream``."""
+    return [
+        sys.executable,
+        "-m",
+        "asgi_ws_handshake",
+        "serve",
+        "tests.apps.main:downstream",
+        "--policy",
+        str(policy),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def hypercorn_argv(app: str = "tests.apps.main:app", *extra: str) -> list[str]:
     return [sys.executable, "-m", "hypercorn", app, "--bind", "127.0.0.1:{port}", *extra]
 
 
-def daphne_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+def daphne_argv(app: str = "tests.apps.main:app", *extra: str) -> list[str]:
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", *extra, app]
 
 
-def granian_argv(app: str = "tests.app:app", *extra: str) -> list[str]:
+def granian_argv(app: str = "tests.apps.main:app", *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -311,7 +331,7 @@ SERVERS: dict[str, Callable[[str], list[str]]] = {
 }
 
 
-def server_argv(name: str, app: str = "tests.app:app") -> list[str]:
+def server_argv(name: str, app: str = "tests.apps.main:app") -> list[str]:
     """The command that runs ``app`` under the matrix server ``name``."""
     return SERVERS[name](app)
 
