@@ -193,7 +193,9 @@ class HandshakeRequest(NamedTuple):
             raw = None
         if raw is None:
             raw = _CACHE.add(raw_key)
-        if type(key) is bytes and b"," not in key:  # one line, one value: the usual case
+        # One line, one value: the usual case. (``find``, not ``in``: ``bytes.__contains__``
+        # first tries its operand as an integer and builds a TypeError to discard.)
+        if type(key) is bytes and key.find(b",") < 0:
             keys: tuple[str, ...] = (key.decode("latin-1").strip(_OWS),)
         else:
             keys = items(decoded(key))
