@@ -89,9 +89,7 @@ class StoreChecks(HandshakeInfo):
                     answer = self._failed(exc)
                 if type(answer) not in _IMMEDIATE and answer is not _FAILED:
                     return self._resume(store, policy, decision, request, index, backlog, answer)
-            if check == "key_reuse" and backlog is not None and (answer is _FAILED or backlog.keys):
-                backlog.answered(store, request, policy, answer is not _FAILED)
-            verdict = self._apply(policy, decision, check, answer)
+            verdict = self._apply(store, policy, decision, request, backlog, check, answer)
             if type(verdict) is not Accept:
                 return verdict
             index += 1
@@ -113,9 +111,7 @@ class StoreChecks(HandshakeInfo):
         except Exception as exc:  # StoreError, the backstop's TimeoutError, or a store bug
             value = self._failed(exc)
         check = policy.store_checks[index]
-        if check == "key_reuse" and backlog is not None and (value is _FAILED or backlog.keys):
-            backlog.answered(store, request, policy, value is not _FAILED)
-        verdict = self._apply(policy, decision, check, value)
+        verdict = self._apply(store, policy, decision, request, backlog, check, value)
         if type(verdict) is not Accept:
             return verdict
         rest = self._run(store, policy, decision, request, index + 1, backlog)
@@ -283,9 +279,20 @@ class StoreChecks(HandshakeInfo):
         self.store_error = True
         return _FAILED
 
-    def _apply(self, policy: HandshakePolicy, decision: Accept, check: str, value: Any) -> Decision:
+    def _apply(
+        self,
+        store: HandshakeStore,
+        policy: HandshakePolicy,
+        decision: Accept,
+        request: HandshakeRequest,
+        backlog: KeyBacklog | None,
+        check: str,
+        value: Any,
+    ) -> Decision:
         """What the store's answer (or its failure) means for the handshake."""
         if check == "key_reuse":
+            if backlog is not None and (value is _FAILED or backlog.keys):
+                backlog.answered(store, request, policy, value is not _FAILED)
             if value is _FAILED:
                 # Only a check that can refuse fails closed; "flag" proceeds, marked.
                 if policy.key_reuse == "reject":

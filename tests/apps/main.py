@@ -18,6 +18,7 @@ from asgi_ws_handshake import (
     get_handshake,
 )
 from asgi_ws_handshake.middleware import Receive, Scope, Send
+from tests.apps import lifespan
 
 ALLOWED_ORIGIN = "http://allowed.test"
 SUBPROTOCOLS = ["chat.v2", "chat.v1"]
@@ -25,13 +26,8 @@ SUBPROTOCOLS = ["chat.v2", "chat.v1"]
 
 async def downstream(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] == "http":
         body = b"plain http\n"
         await send(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from asgi_ws_handshake import AuditEvent, HandshakeMiddleware, HandshakePolicy, ThreadedSink
 from asgi_ws_handshake.middleware import Receive, Scope, Send
+from tests.apps import lifespan
 
 _PATH = Path(os.environ["WSH_AUDIT_FILE"])
 
@@ -36,13 +37,8 @@ async def slow_async(event: AuditEvent) -> None:
 
 async def accepting(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     await receive()
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": 1000})
