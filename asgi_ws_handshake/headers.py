@@ -180,12 +180,14 @@ class _Cache:
 
 
 def _weight(raw: object) -> int:
+    """What a part of a cache key weighs: raw bytes, a marker string, or a tuple of values."""
     if raw is None:
         return 0
-    if type(raw) is bytes:
+    if type(raw) is bytes or type(raw) is str:
         return len(raw)
-    items: tuple[object, ...] = raw  # type: ignore[assignment]
-    return sum(len(i) + 8 if type(i) is bytes or type(i) is str else 64 for i in items)
+    if type(raw) is not tuple:
+        return 64
+    return sum(len(i) + 8 if type(i) is bytes or type(i) is str else 64 for i in raw)
 
 
 _CACHE = _Cache()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import instructions, run_all
+from benchmarks import costs, instructions, run_all
 from tests.support import ROOT
 
 END_TO_END = [
@@ -39,6 +39,7 @@ BENCHMARKS = {
     "memory": ["bytes_per_key", "burst"],
     "instructions": ["per_call", "added", "ratio_to_channels"],
     "server_instructions": ["per_connection", "added", "added_fraction", "ratio_to_channels"],
+    "costs": ["per_op"],
 }
 VALGRIND = "valgrind is not installed: tests/run.sh installs it (Debian: apt-get install valgrind)"
 
@@ -203,3 +204,16 @@ def test_readme_breakdown_adds_up_to_ours() -> None:
     cells = [row.split("|")[2].strip() for row in text.splitlines()[2:]]
     assert cells == ["2,000", "1,000", "1,500", "1,500", "2,000", "8,000"]
     assert run_all.breakdown({"added": {"ours": 1.0}}) is None
+
+
+def test_costs_price_every_operation(results: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """The price list: a row per operation, the empty loop taken off each."""
+    stdout, data = results["costs"]
+    per_op = data["per_op"]
+    assert set(per_op) == set(costs.OPERATIONS) - {"loop"}
+    # CPython's prices, in instructions (deterministic): an object of eleven fields costs
+    # several calls, and reading 14 header lines several objects' worth of dict lookups.
+    assert per_op["named_tuple"] > 3 * per_op["call"] > 0, per_op
+    assert per_op["header_loop"] > 10 * per_op["c_method"] > 0, per_op
+    assert "budget" not in data  # --quick skips the Channels and floor counts
+    assert "the empty loop subtracted" in stdout
