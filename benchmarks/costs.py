@@ -25,14 +25,13 @@ import gc
 import operator
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from benchmarks import valgrind
-from benchmarks.common import ROOT, emit, parser, table
+from benchmarks.common import emit, parser, table
 
 FULL_COUNT, QUICK_COUNT = 3000, 30
 WARM = 200
@@ -197,25 +196,8 @@ def driver(name: str, measured: int, count: int) -> None:
 
 
 def count_instructions(name: str, measured: int, count: int) -> int:
-    argv = [
-        *valgrind.command(f"cost_{name}.{measured}"),
-        sys.executable,
-        "-m",
-        "benchmarks.costs",
-        "--driver",
-        name,
-        "--measured",
-        str(measured),
-        "--count",
-        str(count),
-    ]
-    done = subprocess.run(
-        argv, cwd=ROOT, env=valgrind.environment(), capture_output=True, text=True, timeout=900
-    )
-    found = valgrind.total(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"valgrind run of {name!r} failed:\n{done.stderr[-2000:]}")
-    return found
+    arguments = [name, "--measured", str(measured), "--count", str(count)]
+    return valgrind.count_driver(f"cost_{name}.{measured}", "benchmarks.costs", arguments)
 
 
 def run(count: int, budget: bool) -> dict[str, Any]:

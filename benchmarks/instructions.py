@@ -62,7 +62,6 @@ import functools
 import gc
 import os
 import random
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import valgrind
-from benchmarks.common import ROOT, emit, parser, table, verdict
+from benchmarks.common import emit, parser, table, verdict
 
 #: (warm, count)
 FULL = (1200, 3000)
@@ -370,27 +369,8 @@ def smoke(calls: int = 3) -> dict[str, list[str]]:
 
 def count_instructions(name: str, warm: int, count: int, measured: int) -> int:
     """Total instructions of one driver process under cachegrind."""
-    argv = [
-        *valgrind.command(f"{name}.{measured}"),
-        sys.executable,
-        "-m",
-        "benchmarks.instructions",
-        "--driver",
-        name,
-        "--warm",
-        str(warm),
-        "--count",
-        str(count),
-        "--measured",
-        str(measured),
-    ]
-    done = subprocess.run(
-        argv, cwd=ROOT, env=valgrind.environment(), capture_output=True, text=True, timeout=900
-    )
-    found = valgrind.total(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"valgrind run of {name!r} failed:\n{done.stderr[-2000:]}")
-    return found
+    arguments = [name, "--warm", str(warm), "--count", str(count), "--measured", str(measured)]
+    return valgrind.count_driver(f"{name}.{measured}", "benchmarks.instructions", arguments)
 
 
 def run(warm: int, count: int, variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import compileall
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,3 +89,16 @@ def side_by_side(jobs: Mapping[K, Callable[[], int]]) -> dict[K, int]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {key: pool.submit(job) for key, job in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
+
+
+def count_driver(name: str, module: str, arguments: list[str]) -> int:
+    """Total instructions of ``python -m module --driver ...arguments`` under valgrind (the
+    in-process benchmarks' measured process), named ``name`` for ``--callgrind``."""
+    argv = [*command(name), sys.executable, "-m", module, "--driver", *arguments]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=900
+    )
+    found = total(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"valgrind run {name!r} failed:\n{done.stderr[-2000:]}")
+    return found
